@@ -1,0 +1,58 @@
+# celery-operator: the two commands of the README are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## Install Debian packages and Rust components the tests need (apt-get, rustup)
+	@e2e/deps.sh
+
+.PHONY: tools
+tools: ## Build (once, cached in ~/.cache/celery-operator) the Kubernetes, etcd, kwok and helm binaries
+	@e2e/cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: deps ## Start the local control plane; writes .e2e/kubeconfig
+	@e2e/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local control plane and remove its state
+	@e2e/cluster/down.sh
+
+.PHONY: build
+build: ## Build the operator
+	$(CARGO) build -p celery-operator
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run -q -p celery-operator -- crds --out-dir crds
+
+.PHONY: check-crds
+check-crds: ## Fail if crds/ differs from `celery-operator crds`
+	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+	$(CARGO) run -q -p celery-operator -- crds --out-dir $$tmp && \
+	diff -ru crds $$tmp || { echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: unit
+unit: ## Unit tests (no cluster needed)
+	$(CARGO) test --workspace --exclude celery-operator-e2e
+
+.PHONY: e2e
+e2e: deps tools ## End-to-end tests on a fresh local control plane (brought up and down)
+	e2e/run-e2e.sh
+
+.PHONY: test
+test: deps lint check-crds unit e2e ## Everything CI runs
+
+.PHONY: demo
+demo: deps ## Local demo: control plane, CRDs, the operator and the samples
+	e2e/demo.sh

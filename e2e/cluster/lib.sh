@@ -1,0 +1,38 @@
+# Shared helpers of the cluster scripts. Sourced, not run.
+# shellcheck shell=bash
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=versions.sh
+. "$here/versions.sh"
+
+# Everything a running cluster owns lives here; `down` removes it.
+STATE=${E2E_STATE:-$repo/.e2e}
+CLUSTER=$STATE/cluster
+KUBECONFIG_PATH=$STATE/kubeconfig
+
+log() { echo "[cluster] $*" >&2; }
+die() { echo "[cluster] error: $*" >&2; exit 1; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# alive NAME: the process we started under NAME still runs.
+alive() {
+  local f="$CLUSTER/pids/$1.pid"
+  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
+wait_for() {
+  local timeout=$1 what=$2 deadline
+  shift 2
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      return 1
+    fi
+    sleep 0.2
+  done
+  log "$what ready"
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need beyond the Rust, Go and Python toolchains:
+# Debian packages (apt-get). Idempotent and quiet when everything is present.
+set -euo pipefail
+
+need=()
+command -v openssl >/dev/null || need+=(openssl)
+command -v redis-server >/dev/null || need+=(redis-server)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "[deps] installing Debian packages: ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Rust components the checks use.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the end-to-end tests against a control plane of their own: brings it up in
+# .e2e/test (apart from a `make cluster-up` cluster), runs the tests, and always brings it down.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+export E2E_STATE=$repo/.e2e/test
+cleanup() { "$repo/e2e/cluster/down.sh" || true; }
+trap cleanup EXIT INT TERM
+"$repo/e2e/cluster/up.sh"
+export E2E_KUBECONFIG=$E2E_STATE/kubeconfig
+E2E_KUBECTL=$("$repo/e2e/cluster/build.sh" bindir)/kubectl
+export E2E_KUBECTL
+cd "$repo"
+cargo test -p celery-operator-e2e --tests "$@"

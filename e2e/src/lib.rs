@@ -1,0 +1,134 @@
+//! Helpers for the end-to-end tests: a client for the local control plane that
+//! `e2e/cluster/up.sh` started, kubectl, throwaway namespaces, and polling.
+//!
+//! The tests never start a cluster themselves; `make e2e` (and `make test`) does, and passes
+//! its kubeconfig in `E2E_KUBECONFIG`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// Path of the kubeconfig of the cluster under test.
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("E2E_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!("E2E_KUBECONFIG is not set: run the end-to-end tests with `make e2e`"),
+    }
+}
+
+/// Root of the repository (for `crds/`, `deploy/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// An admin client for the cluster under test.
+pub async fn client() -> Client {
+    let kc = Kubeconfig::read_from(kubeconfig_path()).expect("read E2E_KUBECONFIG");
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Runs the cluster's own kubectl (the one `up.sh` built) with the test kubeconfig.
+pub fn kubectl(args: &[&str]) -> Output {
+    kubectl_with_input(args, None)
+}
+
+/// Like [`kubectl`], feeding `input` on stdin.
+pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.arg("--kubeconfig").arg(kubeconfig_path()).args(args);
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kubectl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("kubectl output")
+}
+
+fn kubectl_bin() -> PathBuf {
+    std::env::var_os("E2E_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "kubectl".into())
+}
+
+/// Asserts a kubectl call succeeded and returns its stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A namespace that exists for one test and is deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"celeryoperator.io/e2e": "true"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Best effort: the cluster is torn down after the run anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        }
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

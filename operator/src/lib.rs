@@ -1,0 +1,4 @@
+//! celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
+
+pub mod api;
+pub mod controller;
