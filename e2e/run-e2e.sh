@@ -9,6 +9,11 @@ trap cleanup EXIT INT TERM
 "$repo/e2e/cluster/up.sh"
 export E2E_KUBECONFIG=$E2E_STATE/kubeconfig
 E2E_KUBECTL=$("$repo/e2e/cluster/build.sh" bindir)/kubectl
-export E2E_KUBECTL
+E2E_VENV=$("$repo/e2e/venv.sh")
+export E2E_KUBECTL E2E_VENV
 cd "$repo"
+# The operator runs as a host process in the tests, against CRDs installed once here.
+cargo build -p celery-operator
+"$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" apply --server-side -f crds/ >/dev/null
+"$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 cargo test -p celery-operator-e2e --tests "$@"

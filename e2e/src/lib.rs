@@ -4,6 +4,10 @@
 //! The tests never start a cluster themselves; `make e2e` (and `make test`) does, and passes
 //! its kubeconfig in `E2E_KUBECONFIG`.
 
+pub mod celery;
+pub mod operator;
+pub mod redis;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -1,4 +1,6 @@
 //! celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 
 pub mod api;
+pub mod celery;
 pub mod controller;
+pub mod schedule;

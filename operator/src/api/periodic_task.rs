@@ -2,13 +2,13 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
-use schemars::JsonSchema;
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use super::shared::BrokerRef;
 
 /// A Celery task sent on an interval, a Celery crontab or a standard cron schedule.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "celeryoperator.io",
     version = "v1alpha1",
@@ -34,7 +34,7 @@ pub struct PeriodicTaskSpec {
 }
 
 /// Exactly one of `every`, `crontab` or `cron`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Schedule {
     /// A fixed interval such as `10s` or `1h15m40s`.
@@ -46,7 +46,7 @@ pub struct Schedule {
 }
 
 /// Observed state of a PeriodicTask.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PeriodicTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,12 +1,42 @@
 //! `RedisCache`: a Redis StatefulSet with config, persistence, auth and a connection Secret.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
-use schemars::JsonSchema;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::shared::{PodOverrides, SecretKeyRef};
+
+/// The image used when `spec.image` is empty.
+pub const DEFAULT_IMAGE: &str = "redis:7.4";
+
+/// redis.conf directives the operator sets itself; `spec.config` may not override them.
+pub const OWNED_DIRECTIVES: &[&str] = &[
+    "port",
+    "bind",
+    "requirepass",
+    "masterauth",
+    "dir",
+    "daemonize",
+    "supervised",
+    "pidfile",
+    "logfile",
+    "protected-mode",
+    "include",
+    "maxmemory",
+    "maxmemory-policy",
+    "appendonly",
+    "save",
+    "unixsocket",
+    "aclfile",
+    "user",
+];
+
 /// A Redis server used as Django cache and/or Celery broker.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "celeryoperator.io",
     version = "v1alpha1",
@@ -22,17 +52,50 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisCacheSpec {
-    /// Redis container image.
+    /// Redis container image (default `redis:7.4`). The pod runs it as uid 999, the `redis`
+    /// user of the official images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// What the Redis is for: `cache` evicts (allkeys-lru, no persistence), `broker` never
-    /// evicts and persists with AOF, because an evicting broker silently loses tasks.
+    /// What the Redis is for. `cache` (default) evicts with `allkeys-lru` and keeps no data on
+    /// disk; `broker` never evicts (`noeviction`) and persists with AOF, because an evicting
+    /// broker silently loses tasks.
     #[serde(default)]
     pub purpose: Purpose,
+    /// `maxmemory`, as a Kubernetes quantity (`256Mi`, `1Gi`). Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<Quantity>,
+    /// `maxmemory-policy`; overrides the purpose's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_policy: Option<MaxMemoryPolicy>,
+    /// Data on disk. Unset: the purpose's default (`aof` for a broker, `none` for a cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+    /// Password authentication.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Extra redis.conf directives (`{"timeout": "300", "tcp-keepalive": "60"}`). Directives
+    /// the operator owns (port, bind, requirepass, dir, maxmemory, appendonly, save, ...) are
+    /// rejected: use the dedicated fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(
+        "self.all(k, !(k.lowerAscii() in ['port', 'bind', 'requirepass', 'masterauth', 'dir', 'daemonize', 'supervised', 'pidfile', 'logfile', 'protected-mode', 'include', 'maxmemory', 'maxmemory-policy', 'appendonly', 'save', 'unixsocket', 'aclfile', 'user']))"
+    ).message("spec.config must not set a directive the operator owns (port, bind, requirepass, masterauth, dir, daemonize, supervised, pidfile, logfile, protected-mode, include, maxmemory, maxmemory-policy, appendonly, save, unixsocket, aclfile, user); use the dedicated fields"))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9-]*$'))")
+        .message("spec.config keys must be lower-case redis.conf directive names"))]
+    pub config: BTreeMap<String, String>,
+    /// Resource requests and limits of the Redis container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Pod scheduling and metadata overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
 }
 
 /// The role of a RedisCache, which picks safe defaults.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Purpose {
     #[default]
@@ -40,12 +103,83 @@ pub enum Purpose {
     Broker,
 }
 
+/// Redis `maxmemory-policy` values.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxMemoryPolicy {
+    Noeviction,
+    AllkeysLru,
+    AllkeysLfu,
+    AllkeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+/// How Redis keeps data on disk.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Persistence {
+    /// `none` (memory only), `rdb` (snapshots) or `aof` (append-only file, every second).
+    pub mode: PersistenceMode,
+    /// Size of the PersistentVolumeClaim (default `1Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+    /// StorageClass of the claim; unset uses the cluster default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Keep the PersistentVolumeClaim when the RedisCache is deleted (default false).
+    #[serde(default)]
+    pub keep_on_delete: bool,
+}
+
+/// Persistence modes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum PersistenceMode {
+    #[default]
+    None,
+    Rdb,
+    Aof,
+}
+
+/// Password authentication of the Redis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// Require a password (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Use this Secret key as the password instead of generating one. A generated password
+    /// is kept in the Secret `<name>-password` and never rotated by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing_secret: Option<SecretKeyRef>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            existing_secret: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
 /// Observed state of a RedisCache.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisCacheStatus {
+    /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Redis pods that pass their readiness probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// `host:port` of the client Service.
@@ -54,6 +188,7 @@ pub struct RedisCacheStatus {
     /// Name of the Secret with `host`, `port`, `password` and `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_secret: Option<String>,
+    /// `Ready`, with a reason when not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -1,34 +1,58 @@
-//! Types shared by several kinds: broker references and status conditions.
+//! Types shared by several kinds: broker references and pod overrides.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use schemars::JsonSchema;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where a Celery broker (or result backend) lives: a RedisCache of this namespace, or a
 /// Secret key holding a `redis://` URL. Exactly one of the two.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.redisCache) != has(self.secretKeyRef)")
+    .message("set exactly one of redisCache or secretKeyRef"))]
+#[x_kube(validation = Rule::new("!has(self.secretKeyRef) || !has(self.database)")
+    .message("database applies to redisCache only; a secretKeyRef URL names its own database"))]
 pub struct BrokerRef {
     /// Name of a RedisCache in the same namespace; its connection Secret is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
     pub redis_cache: Option<String>,
     /// A key of a Secret in the same namespace whose value is a `redis://` or `rediss://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeyRef>,
-    /// Redis database index (0-15 on a default Redis).
+    /// Redis database index used with `redisCache` (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 15))]
-    pub database: Option<u8>,
+    pub database: Option<i32>,
 }
 
 /// A key of a Secret in the object's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct SecretKeyRef {
     /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key inside the Secret.
+    #[schemars(length(min = 1))]
     pub key: String,
 }
 
-/// Status conditions, merged by type like every Kubernetes controller does.
-pub type Conditions = Vec<Condition>;
+/// Scheduling and metadata overrides for the pods the operator builds.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Extra pod annotations (e.g. for a metrics scraper or a service mesh).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod (anti-)affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}

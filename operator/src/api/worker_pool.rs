@@ -1,14 +1,17 @@
 //! `WorkerPool`: Celery worker Deployments, autoscaled by the queue backlog in Redis.
 
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
-use schemars::JsonSchema;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::shared::BrokerRef;
+use super::shared::{BrokerRef, PodOverrides};
+
+/// Default grace period: Celery's warm shutdown waits for running tasks to finish.
+pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 300;
 
 /// A pool of `celery -A <app> worker` pods consuming some queues.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
     group = "celeryoperator.io",
     version = "v1alpha1",
@@ -24,35 +27,113 @@ use super::shared::BrokerRef;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerPoolSpec {
-    /// Image with the Django/Celery project and `celery` on PATH.
+    /// Image with the project and `celery` on PATH.
+    #[schemars(length(min = 1))]
     pub image: String,
-    /// The Celery application, the value of `celery -A`.
+    /// The Celery application, the value of `celery -A` (e.g. `proj` or `proj.celery:app`).
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_.:]*$')")
+        .message("app must be a Python module path such as proj or proj.celery:app"))]
     pub app: String,
-    /// Queues the workers consume.
+    /// Queues the workers consume (`-Q`), default `[celery]`.
     #[serde(default = "default_queues")]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 200)))]
+    #[x_kube(validation = Rule::new("self.all(q, q.matches('^[A-Za-z0-9_.:@-]+$'))")
+        .message("queue names may hold letters, digits and _ . : @ - only"))]
     pub queues: Vec<String>,
-    /// Number of worker pods (when not autoscaled).
+    /// Child processes or threads per worker (`--concurrency`); default: Celery's (CPU count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: Option<i32>,
+    /// Execution pool (`--pool`), default `prefork`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<WorkerPoolKind>,
+    /// Messages each process prefetches (`--prefetch-multiplier`); 1 is fairest for long tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub prefetch_multiplier: Option<i32>,
+    /// Replace a child process after this many tasks (`--max-tasks-per-child`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tasks_per_child: Option<i32>,
+    /// Replace a child process above this resident memory, in KiB (`--max-memory-per-child`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_memory_per_child: Option<i32>,
+    /// `--loglevel`, default `info`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+    /// Further arguments appended to `celery worker` (e.g. `--without-gossip`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// Extra environment variables (Django settings module, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Environment from ConfigMaps or Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_from: Vec<EnvFromSource>,
+    /// Resource requests and limits of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Worker pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
     pub replicas: Option<i32>,
-    /// The broker the workers consume from.
+    /// The broker the workers consume from (`CELERY_BROKER_URL`).
     pub broker: BrokerRef,
+    /// Where results are stored (`CELERY_RESULT_BACKEND`); unset: no result backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_backend: Option<BrokerRef>,
+    /// Seconds a stopping worker gets to finish its tasks (Celery's warm shutdown) before it
+    /// is killed; default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub termination_grace_period_seconds: Option<i64>,
+    /// Pod scheduling and metadata overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
 }
 
 fn default_queues() -> Vec<String> {
     vec!["celery".into()]
 }
 
+/// Celery execution pools.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WorkerPoolKind {
+    Prefork,
+    Threads,
+    Solo,
+    Gevent,
+    Eventlet,
+}
+
+/// Celery log levels.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
 /// Observed state of a WorkerPool.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerPoolStatus {
+    /// The generation the status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Worker pods of the Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Worker pods that are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// `Ready` and `BrokerResolved`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -1,16 +1,22 @@
 //! Controllers, one module per kind. Reconcile functions are thin: read, build desired
-//! objects with pure functions, apply them, write status.
+//! objects with pure functions, apply them with server-side apply, write status.
+
+pub mod apply;
+pub mod conditions;
+pub mod labels;
+pub mod periodic_task;
+pub mod redis_cache;
+pub mod worker_pool;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
 
-use crate::api::{PeriodicTask, RedisCache, WorkerPool};
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "celery-operator";
 
 /// Errors of the controllers; `metric_label` gives a short, stable label for metrics.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +25,16 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("CRD {0} is not installed; run `celery-operator crds | kubectl apply -f -`")]
     CrdMissing(String),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("{0}")]
+    BrokerUnresolved(String),
+    #[error("{0}")]
+    MissingSecret(String),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("serializing {0}: {1}")]
+    Serialize(&'static str, serde_json::Error),
 }
 
 impl Error {
@@ -26,31 +42,104 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::CrdMissing(_) => "crd_missing",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::BrokerUnresolved(_) => "broker_unresolved",
+            Error::MissingField(_) => "missing_field",
+            Error::MissingSecret(_) => "missing_secret",
+            Error::Serialize(..) => "serialize",
         }
     }
 }
 
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Shared state handed to every reconcile.
 pub struct Context {
     pub client: Client,
+    /// Only this namespace is watched when set; otherwise the whole cluster.
+    pub namespace: Option<String>,
+    /// The one event recorder of the process.
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, namespace: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            namespace,
+        }
+    }
+
+    /// The API the controllers watch `K` through: one namespace or all of them.
+    pub fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+impl Context {
+    /// Publishes an event on `obj`; failing to record an event never fails a reconcile.
+    /// Events of one object are grouped by (reason, action), so `action` tells apart what
+    /// happened to different owned objects.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or_default(), error = %err, "could not publish event");
+        }
+    }
+}
+
+/// Backoff of a failed reconcile: short for transient API errors, longer for bad specs that
+/// only a user can fix (a spec change triggers a reconcile at once anyway).
+pub fn requeue_after(err: &Error) -> Duration {
+    match err {
+        Error::InvalidSpec(_) => Duration::from_secs(300),
+        Error::BrokerUnresolved(_) | Error::MissingSecret(_) => Duration::from_secs(15),
+        _ => Duration::from_secs(5),
+    }
 }
 
 /// Starts one controller per kind and runs until a shutdown signal.
-pub async fn run(client: Client) -> Result<(), Error> {
+pub async fn run(client: Client, namespace: Option<String>) -> Result<()> {
     ensure_crds_installed(&client).await?;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-    });
+    let ctx = Arc::new(Context::new(client, namespace));
+    tracing::info!(
+        namespace = ctx.namespace.as_deref().unwrap_or("<all>"),
+        "starting controllers"
+    );
     tokio::join!(
-        watch_kind::<RedisCache>(client.clone(), ctx.clone()),
-        watch_kind::<WorkerPool>(client.clone(), ctx.clone()),
-        watch_kind::<PeriodicTask>(client, ctx),
+        redis_cache::run(ctx.clone()),
+        worker_pool::run(ctx.clone()),
+        periodic_task::run(ctx)
     );
     Ok(())
 }
 
-async fn ensure_crds_installed(client: &Client) -> Result<(), Error> {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+async fn ensure_crds_installed(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crate::api::all_crds() {
         let name = crd.metadata.name.unwrap_or_default();
@@ -59,40 +148,4 @@ async fn ensure_crds_installed(client: &Client) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-// Until each kind has its own reconciler, the controller only observes its objects.
-async fn watch_kind<K>(client: Client, ctx: Arc<Context>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let api: Api<K> = Api::all(client);
-    Controller::new(api, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(observe::<K>, error_policy::<K>, ctx)
-        .for_each(|res| async move {
-            if let Err(err) = res {
-                tracing::warn!(error = %err, "reconcile failed");
-            }
-        })
-        .await;
-}
-
-async fn observe<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    _ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    tracing::info!(kind = %K::kind(&()), namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), "observed");
-    Ok(Action::await_change())
-}
-
-fn error_policy<K>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, label = err.metric_label(), "requeue after error");
-    Action::requeue(Duration::from_secs(5))
 }

@@ -1,0 +1,61 @@
+"""The Celery test app of the end-to-end tests.
+
+Broker and result backend come from CELERY_BROKER_URL / CELERY_RESULT_BACKEND, exactly as the
+WorkerPool's Deployment sets them. Every execution of `record` is appended to the Redis list
+`e2e:executed` (at E2E_RECORD_URL, default: the broker) so tests can count executions per task id.
+"""
+
+import json
+import os
+import time
+
+import redis
+from celery import Celery
+
+app = Celery("tasks")
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    timezone="UTC",
+    enable_utc=True,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+)
+
+_recorder = None
+
+
+def _record_client():
+    global _recorder
+    if _recorder is None:
+        url = os.environ.get("E2E_RECORD_URL") or os.environ["CELERY_BROKER_URL"]
+        _recorder = redis.Redis.from_url(url)
+    return _recorder
+
+
+@app.task(bind=True)
+def record(self, *args, **kwargs):
+    """Appends this execution to e2e:executed and returns what it saw."""
+    entry = {
+        "id": self.request.id,
+        "task": self.name,
+        "args": list(args),
+        "kwargs": kwargs,
+        "queue": (self.request.delivery_info or {}).get("routing_key"),
+        "hostname": self.request.hostname,
+        "time": time.time(),
+    }
+    _record_client().rpush("e2e:executed", json.dumps(entry))
+    return entry
+
+
+@app.task
+def add(x, y):
+    return x + y
+
+
+@app.task
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,89 @@
+//! Real Celery workers of the e2e test app (e2e/app/tasks.py), from the venv run-e2e.sh made.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::repo_root;
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    std::env::var_os("E2E_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("e2e/.venv"))
+        .join("bin")
+        .join(name)
+}
+
+pub fn app_dir() -> PathBuf {
+    repo_root().join("e2e/app")
+}
+
+/// A `celery` process; SIGTERM (warm shutdown) then SIGKILL when dropped.
+pub struct CeleryWorker {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl CeleryWorker {
+    /// Runs `celery <args>` in the test app's directory with `env`.
+    pub fn start(args: &[String], env: &BTreeMap<String, String>) -> Self {
+        let log =
+            std::env::temp_dir().join(format!("e2e-celery-{}.log", uuid::Uuid::new_v4().simple()));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(venv_bin("celery"))
+            .args(args)
+            .current_dir(app_dir())
+            .env("PYTHONPATH", app_dir())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("celery (installed by e2e/venv.sh)");
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for CeleryWorker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a Python snippet with the test app importable and `env` set.
+pub fn python(code: &str, env: &BTreeMap<String, String>) -> Output {
+    Command::new(venv_bin("python"))
+        .args(["-c", code])
+        .current_dir(app_dir())
+        .env("PYTHONPATH", app_dir())
+        .envs(env)
+        .output()
+        .expect("python from the venv")
+}
+
+/// Expands Kubernetes `$(VAR)` references in container env values, in order, like the kubelet.
+pub fn expand_env(vars: &[(String, String)]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in vars {
+        let mut v = value.clone();
+        for (k, known) in &out {
+            v = v.replace(&format!("$({k})"), known);
+        }
+        out.insert(name.clone(), v);
+    }
+    out
+}

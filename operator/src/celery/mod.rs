@@ -1,0 +1,25 @@
+//! Celery protocol v2 messages for the kombu Redis transport: build, validate, decode.
+//!
+//! The operator is Celery beat: it `LPUSH`es task messages straight into the broker.
+//! Everything here is pure; the broker module does the I/O. The wire format is pinned
+//! by real captures (`shared/celery-wire`, see SPEC.md there), which the tests replay.
+//!
+//! Typical use: derive the id with [`task_id_for_slot`], build a [`TaskMessage`],
+//! [`TaskMessage::encode`] it (validates, then returns the list key and the element),
+//! and push it only if [`dedupe_key`] is new.
+
+pub mod decode;
+pub mod message;
+mod python;
+pub mod queue;
+pub mod task_id;
+pub mod validate;
+
+#[cfg(test)]
+mod testdata;
+
+pub use decode::{DecodeError, DecodedMessage, decode_envelope};
+pub use message::{EncodeError, EncodedMessage, TaskMessage};
+pub use queue::TransportOptions;
+pub use task_id::{dedupe_key, task_id_for_slot};
+pub use validate::{Field, MAX_BODY_BYTES, ValidationError, validate_message};

@@ -1,0 +1,113 @@
+//! Status conditions computed from observed state; a transition time changes only when the
+//! condition's status does, as every Kubernetes controller does it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// A condition without its transition time yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Observed {
+    pub fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds the condition list, keeping `lastTransitionTime` of conditions whose status did not
+/// change so an unchanged object gets an identical status (and no write).
+pub fn merge(
+    previous: &[Condition],
+    observed: Vec<Observed>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
+    observed
+        .into_iter()
+        .map(|o| {
+            let status = if o.status { "True" } else { "False" }.to_string();
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == o.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: o.type_.to_string(),
+                status,
+                reason: o.reason.to_string(),
+                message: o.message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+/// Whether a condition of `type_` is True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).expect("valid timestamp")
+    }
+
+    #[test]
+    fn transition_time_is_kept_while_status_is_unchanged() {
+        let first = merge(
+            &[],
+            vec![Observed::new("Ready", false, "Pending", "waiting")],
+            Some(1),
+            ts(100),
+        );
+        let second = merge(
+            &first,
+            vec![Observed::new("Ready", false, "Pending", "still waiting")],
+            Some(1),
+            ts(200),
+        );
+        assert_eq!(second[0].last_transition_time, Time(ts(100)));
+        assert_eq!(second[0].message, "still waiting");
+    }
+
+    #[test]
+    fn transition_time_moves_when_status_flips() {
+        let first = merge(
+            &[],
+            vec![Observed::new("Ready", false, "Pending", "")],
+            Some(1),
+            ts(100),
+        );
+        let second = merge(
+            &first,
+            vec![Observed::new("Ready", true, "Ready", "")],
+            Some(2),
+            ts(200),
+        );
+        assert_eq!(second[0].last_transition_time, Time(ts(200)));
+        assert_eq!(second[0].status, "True");
+        assert_eq!(second[0].observed_generation, Some(2));
+        assert!(is_true(&second, "Ready"));
+    }
+}

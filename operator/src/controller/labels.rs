@@ -1,0 +1,43 @@
+//! Labels and owner references put on every object the operator builds.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use super::{Error, Result};
+
+/// Labels that select the pods of one owner (stable: they go into selectors).
+pub fn selector_labels(app: &str, instance: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), app.to_string()),
+        (
+            "app.kubernetes.io/instance".to_string(),
+            instance.to_string(),
+        ),
+    ])
+}
+
+/// Selector labels plus the ones that say who manages the object.
+pub fn object_labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(app, instance);
+    labels.insert("app.kubernetes.io/component".into(), component.into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        super::FIELD_MANAGER.into(),
+    );
+    labels
+}
+
+/// The controller owner reference of an object the operator builds for `owner`.
+pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
+    owner
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))
+}
+
+/// Namespace of a namespaced object.
+pub fn namespace<K: ResourceExt>(obj: &K) -> Result<String> {
+    obj.namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))
+}

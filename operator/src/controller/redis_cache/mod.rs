@@ -1,0 +1,201 @@
+//! RedisCache controller: ConfigMap (redis.conf), password and connection Secrets, headless
+//! and client Services, StatefulSet and PodDisruptionBudget.
+
+pub mod config_map;
+pub mod pdb;
+pub mod secrets;
+pub mod services;
+pub mod settings;
+pub mod stateful_set;
+pub mod status;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+
+use super::apply::{apply_and_report, write_status};
+use super::labels::{namespace, object_labels, owner_reference, selector_labels};
+use super::{Context, Error, Result, requeue_after};
+use crate::api::redis_cache::{Purpose, RedisCache};
+use settings::{AuthSettings, Settings};
+
+const APP: &str = "redis";
+
+/// Watches RedisCaches and the objects they own (only those labelled as ours).
+pub async fn run(ctx: Arc<Context>) {
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=celery-operator");
+    Controller::new(ctx.watched::<RedisCache>(), watcher::Config::default())
+        .owns(ctx.watched::<StatefulSet>(), owned.clone())
+        .owns(ctx.watched::<ConfigMap>(), owned.clone())
+        .owns(ctx.watched::<Secret>(), owned.clone())
+        .owns(ctx.watched::<Service>(), owned.clone())
+        .owns(ctx.watched::<PodDisruptionBudget>(), owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                tracing::debug!(error = %err, "RedisCache reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(
+    rc: Arc<RedisCache>,
+    err: &Error,
+    _ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(rediscache = %rc.name_any(), namespace = rc.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), "reconcile failed");
+    Action::requeue(requeue_after(err))
+}
+
+async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {
+    let result = apply_all(&rc, &ctx).await;
+    if let Err(err) = &result {
+        let reason = match err {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::MissingSecret(_) => "SecretMissing",
+            _ => "ReconcileFailed",
+        };
+        ctx.publish(
+            &*rc,
+            EventType::Warning,
+            reason,
+            "Reconcile",
+            err.to_string(),
+        )
+        .await;
+        let ns = namespace(&*rc)?;
+        let status = status::failed(&rc, reason, err.to_string(), Timestamp::now());
+        write_status(&ctx.client, &*rc, &ns, rc.status.as_ref(), status).await?;
+    }
+    result
+}
+
+async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
+    let ns = namespace(rc)?;
+    let name = rc.name_any();
+    let settings = settings::resolve(&rc.spec).map_err(Error::InvalidSpec)?;
+    let owner = owner_reference(rc)?;
+    let component = match settings.purpose {
+        Purpose::Broker => "broker",
+        Purpose::Cache => "cache",
+    };
+    let labels = object_labels(APP, &name, component);
+    let selector = selector_labels(APP, &name);
+
+    let password = ensure_password(ctx, rc, &ns, &settings, &labels).await?;
+    let redis_conf = config_map::render_redis_conf(&settings);
+
+    let c = &ctx.client;
+    let cm = config_map::build(&name, &ns, labels.clone(), owner.clone(), &redis_conf);
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &cm).await?;
+    let conn = secrets::build_connection_secret(
+        &name,
+        &ns,
+        labels.clone(),
+        owner.clone(),
+        password.as_deref(),
+    );
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &conn).await?;
+    for svc in services::build(&name, &ns, &labels, &selector, &owner) {
+        apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &svc).await?;
+    }
+    let sts = stateful_set::build(stateful_set::Inputs {
+        name: &name,
+        namespace: &ns,
+        labels: labels.clone(),
+        selector: selector.clone(),
+        owner: owner.clone(),
+        settings: &settings,
+        config_checksum: config_map::checksum(&redis_conf),
+        resources: rc.spec.resources.clone(),
+        pod: rc.spec.pod.as_ref(),
+    });
+    let sts = apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &sts).await?;
+    let budget = pdb::build(&name, &ns, labels, selector, owner, settings.purpose);
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &budget).await?;
+
+    let status = status::observed(rc, &ns, &sts, Timestamp::now());
+    write_status(c, rc, &ns, rc.status.as_ref(), status).await?;
+    Ok(Action::await_change())
+}
+
+/// The password (None without auth). A generated one is created once and then only read,
+/// so neither a reconcile nor an operator restart rotates it.
+async fn ensure_password(
+    ctx: &Context,
+    rc: &RedisCache,
+    ns: &str,
+    settings: &Settings,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<String>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let (secret_name, key) = match &settings.auth {
+        AuthSettings::Disabled => return Ok(None),
+        AuthSettings::Existing(r) => (r.name.clone(), r.key.clone()),
+        AuthSettings::Generated => (
+            secrets::password_secret_name(&rc.name_any()),
+            secrets::PASSWORD_KEY.to_string(),
+        ),
+    };
+    if let Some(secret) = secrets.get_opt(&secret_name).await? {
+        return secrets::secret_value(&secret, &key)
+            .map(Some)
+            .ok_or_else(|| Error::MissingSecret(format!("Secret {secret_name} has no key {key}")));
+    }
+    if matches!(settings.auth, AuthSettings::Existing(_)) {
+        return Err(Error::MissingSecret(format!(
+            "spec.auth.existingSecret: Secret {secret_name} not found"
+        )));
+    }
+    let password = secrets::generate_password();
+    let secret = secrets::build_password_secret(
+        &rc.name_any(),
+        ns,
+        labels.clone(),
+        owner_reference(rc)?,
+        &password,
+    );
+    match secrets
+        .create(
+            &PostParams {
+                field_manager: Some(super::FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.publish(
+                rc,
+                EventType::Normal,
+                "Created",
+                "GeneratePassword",
+                format!("Created Secret {secret_name} with a generated password"),
+            )
+            .await;
+            Ok(Some(password))
+        }
+        // Another reconcile won the race: use its password, never ours.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let secret = secrets.get(&secret_name).await?;
+            secrets::secret_value(&secret, &key)
+                .map(Some)
+                .ok_or_else(|| {
+                    Error::MissingSecret(format!("Secret {secret_name} has no key {key}"))
+                })
+        }
+        Err(e) => Err(e.into()),
+    }
+}

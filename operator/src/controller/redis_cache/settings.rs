@@ -1,0 +1,216 @@
+//! The validated, defaulted view of a RedisCache spec: every builder reads this, never the
+//! raw spec, so defaults live in one place.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::api::redis_cache::{
+    DEFAULT_IMAGE, MaxMemoryPolicy, OWNED_DIRECTIVES, PersistenceMode, Purpose, RedisCacheSpec,
+};
+use crate::api::shared::SecretKeyRef;
+
+/// Redis listens here in the pod and behind the client Service.
+pub const REDIS_PORT: i32 = 6379;
+/// Size of the data claim when `persistence.size` is unset.
+pub const DEFAULT_VOLUME_SIZE: &str = "1Gi";
+
+/// Everything the builders need, defaults applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub image: String,
+    pub purpose: Purpose,
+    /// `maxmemory` in bytes; 0 means no limit.
+    pub max_memory_bytes: u64,
+    pub max_memory_policy: MaxMemoryPolicy,
+    pub persistence: PersistenceMode,
+    pub volume_size: Quantity,
+    pub storage_class_name: Option<String>,
+    pub keep_volume_on_delete: bool,
+    pub auth: AuthSettings,
+    pub extra_config: BTreeMap<String, String>,
+}
+
+/// Where the password comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuthSettings {
+    Disabled,
+    /// The operator's generated Secret `<name>-password`, key `password`.
+    Generated,
+    Existing(SecretKeyRef),
+}
+
+/// Validates a spec and applies its defaults. Errors name the field, for the status
+/// condition; the CRD schema rejects most bad input before it gets here.
+pub fn resolve(spec: &RedisCacheSpec) -> Result<Settings, String> {
+    let purpose = spec.purpose;
+    let persistence_spec = spec.persistence.clone().unwrap_or_default();
+    let persistence = match (&spec.persistence, purpose) {
+        (Some(p), _) => p.mode,
+        (None, Purpose::Broker) => PersistenceMode::Aof,
+        (None, Purpose::Cache) => PersistenceMode::None,
+    };
+    let max_memory_bytes = match &spec.max_memory {
+        Some(q) => parse_quantity_bytes(&q.0).map_err(|e| format!("spec.maxMemory: {e}"))?,
+        None => 0,
+    };
+    let volume_size = persistence_spec
+        .size
+        .clone()
+        .unwrap_or_else(|| Quantity(DEFAULT_VOLUME_SIZE.into()));
+    if persistence != PersistenceMode::None {
+        let bytes = parse_quantity_bytes(&volume_size.0)
+            .map_err(|e| format!("spec.persistence.size: {e}"))?;
+        if bytes == 0 {
+            return Err("spec.persistence.size: must be positive".into());
+        }
+    }
+    for (key, value) in &spec.config {
+        if OWNED_DIRECTIVES.contains(&key.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "spec.config.{key}: the operator owns this directive"
+            ));
+        }
+        // One directive per line: a newline would smuggle in any other directive.
+        if value.contains(['\n', '\r']) {
+            return Err(format!(
+                "spec.config.{key}: the value must be a single line"
+            ));
+        }
+    }
+    let auth = match (&spec.auth.enabled, &spec.auth.existing_secret) {
+        (false, _) => AuthSettings::Disabled,
+        (true, None) => AuthSettings::Generated,
+        (true, Some(r)) => AuthSettings::Existing(r.clone()),
+    };
+    Ok(Settings {
+        image: spec
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| DEFAULT_IMAGE.into()),
+        purpose,
+        max_memory_bytes,
+        max_memory_policy: spec.max_memory_policy.unwrap_or(match purpose {
+            Purpose::Broker => MaxMemoryPolicy::Noeviction,
+            Purpose::Cache => MaxMemoryPolicy::AllkeysLru,
+        }),
+        persistence,
+        volume_size,
+        storage_class_name: persistence_spec.storage_class_name,
+        keep_volume_on_delete: persistence_spec.keep_on_delete,
+        auth,
+        extra_config: spec.config.clone(),
+    })
+}
+
+/// Bytes of a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions of a byte round down.
+pub fn parse_quantity_bytes(q: &str) -> Result<u64, String> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let multiplier: u64 = match suffix {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000u64.pow(2),
+        "G" => 1000u64.pow(3),
+        "T" => 1000u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{q:?} has an unsupported suffix {other:?} (use Ki, Mi, Gi, Ti, k, M, G, T)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{q:?} is not a quantity"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{q:?} is not a non-negative quantity"));
+    }
+    let bytes = value * multiplier as f64;
+    if bytes > u64::MAX as f64 {
+        return Err(format!("{q:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::redis_cache::{Auth, Persistence};
+
+    #[test]
+    fn broker_defaults_never_evict_and_persist_with_aof() {
+        let s = resolve(&RedisCacheSpec {
+            purpose: Purpose::Broker,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(s.max_memory_policy, MaxMemoryPolicy::Noeviction);
+        assert_eq!(s.persistence, PersistenceMode::Aof);
+        assert_eq!(s.volume_size, Quantity("1Gi".into()));
+        assert_eq!(s.auth, AuthSettings::Generated);
+        assert_eq!(s.image, DEFAULT_IMAGE);
+    }
+
+    #[test]
+    fn cache_defaults_evict_lru_without_persistence() {
+        let s = resolve(&RedisCacheSpec::default()).expect("valid");
+        assert_eq!(s.max_memory_policy, MaxMemoryPolicy::AllkeysLru);
+        assert_eq!(s.persistence, PersistenceMode::None);
+    }
+
+    #[test]
+    fn explicit_settings_override_the_purpose() {
+        let spec = RedisCacheSpec {
+            purpose: Purpose::Broker,
+            max_memory: Some(Quantity("256Mi".into())),
+            max_memory_policy: Some(MaxMemoryPolicy::VolatileLru),
+            persistence: Some(Persistence {
+                mode: PersistenceMode::Rdb,
+                ..Default::default()
+            }),
+            auth: Auth {
+                enabled: false,
+                existing_secret: None,
+            },
+            ..Default::default()
+        };
+        let s = resolve(&spec).expect("valid");
+        assert_eq!(s.max_memory_bytes, 256 * 1024 * 1024);
+        assert_eq!(s.max_memory_policy, MaxMemoryPolicy::VolatileLru);
+        assert_eq!(s.persistence, PersistenceMode::Rdb);
+        assert_eq!(s.auth, AuthSettings::Disabled);
+    }
+
+    #[test]
+    fn owned_directives_and_bad_quantities_are_rejected_naming_the_field() {
+        let mut spec = RedisCacheSpec::default();
+        spec.config.insert("Port".into(), "1".into());
+        assert_eq!(
+            resolve(&spec).unwrap_err(),
+            "spec.config.Port: the operator owns this directive"
+        );
+        let spec = RedisCacheSpec {
+            max_memory: Some(Quantity("12parsecs".into())),
+            ..Default::default()
+        };
+        assert!(resolve(&spec).unwrap_err().starts_with("spec.maxMemory:"));
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_quantity_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_quantity_bytes("1.5Ki"), Ok(1536));
+        assert_eq!(parse_quantity_bytes("100M"), Ok(100_000_000));
+        assert_eq!(parse_quantity_bytes("4096"), Ok(4096));
+        assert!(parse_quantity_bytes("-1Gi").is_err());
+        assert!(parse_quantity_bytes("1Xi").is_err());
+    }
+}

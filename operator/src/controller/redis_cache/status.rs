@@ -1,0 +1,132 @@
+//! RedisCache status, computed from the owned StatefulSet.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::jiff::Timestamp;
+
+use super::secrets::{connection_secret_name, service_host};
+use super::settings::REDIS_PORT;
+use crate::api::redis_cache::{RedisCache, RedisCacheStatus};
+use crate::controller::conditions::{Observed, merge};
+
+pub const READY: &str = "Ready";
+
+/// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet.
+pub fn observed(
+    rc: &RedisCache,
+    namespace: &str,
+    sts: &StatefulSet,
+    now: Timestamp,
+) -> RedisCacheStatus {
+    let name = rc.metadata.name.clone().unwrap_or_default();
+    let ready = sts
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let rolled_out = sts.status.as_ref().and_then(|s| s.observed_generation)
+        >= sts.metadata.generation
+        && sts
+            .status
+            .as_ref()
+            .and_then(|s| s.updated_replicas)
+            .unwrap_or(0)
+            >= 1;
+    let condition = match (ready >= 1, rolled_out) {
+        (true, true) => Observed::new(READY, true, "RedisReady", "Redis answers PING"),
+        (true, false) => Observed::new(
+            READY,
+            true,
+            "RollingOut",
+            "Redis answers PING; a new revision is rolling out",
+        ),
+        (false, _) => Observed::new(
+            READY,
+            false,
+            "PodNotReady",
+            format!("{ready}/1 Redis pods ready"),
+        ),
+    };
+    RedisCacheStatus {
+        observed_generation: rc.metadata.generation,
+        ready_replicas: Some(ready),
+        endpoint: Some(format!("{}:{REDIS_PORT}", service_host(&name, namespace))),
+        connection_secret: Some(connection_secret_name(&name)),
+        conditions: merge(previous(rc), vec![condition], rc.metadata.generation, now),
+    }
+}
+
+/// Status of a RedisCache that could not be reconciled, keeping what was known.
+pub fn failed(
+    rc: &RedisCache,
+    reason: &'static str,
+    message: String,
+    now: Timestamp,
+) -> RedisCacheStatus {
+    let old = rc.status.clone().unwrap_or_default();
+    RedisCacheStatus {
+        observed_generation: rc.metadata.generation,
+        conditions: merge(
+            previous(rc),
+            vec![Observed::new(READY, false, reason, message)],
+            rc.metadata.generation,
+            now,
+        ),
+        ..old
+    }
+}
+
+fn previous(rc: &RedisCache) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+    rc.status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::redis_cache::RedisCacheSpec;
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn rc() -> RedisCache {
+        let mut rc = RedisCache::new("cache", RedisCacheSpec::default());
+        rc.metadata.generation = Some(3);
+        rc
+    }
+
+    fn sts(ready: i32) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta {
+                generation: Some(2),
+                ..Default::default()
+            },
+            status: Some(StatefulSetStatus {
+                observed_generation: Some(2),
+                ready_replicas: Some(ready),
+                updated_replicas: Some(1),
+                replicas: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_when_the_pod_is_ready() {
+        let s = observed(&rc(), "shop", &sts(1), Timestamp::UNIX_EPOCH);
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.ready_replicas, Some(1));
+        assert_eq!(s.endpoint.as_deref(), Some("cache.shop.svc:6379"));
+        assert_eq!(s.connection_secret.as_deref(), Some("cache-connection"));
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].reason, "RedisReady");
+    }
+
+    #[test]
+    fn not_ready_names_the_count() {
+        let s = observed(&rc(), "shop", &sts(0), Timestamp::UNIX_EPOCH);
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[0].message, "0/1 Redis pods ready");
+    }
+}

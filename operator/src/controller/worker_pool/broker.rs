@@ -1,0 +1,174 @@
+//! Resolving a broker reference to the environment variables that carry its URL. The URL
+//! always comes from a Secret through the environment, never inlined into the pod spec.
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
+use kube::{Api, Client};
+
+use crate::api::RedisCache;
+use crate::api::shared::{BrokerRef, SecretKeyRef};
+use crate::controller::redis_cache::secrets::{BASE_URL_KEY, connection_secret_name, secret_value};
+
+/// A broker reference whose Secret exists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolvedBroker {
+    /// The connection Secret of a RedisCache, and the database to use.
+    RedisCache {
+        connection_secret: String,
+        database: i32,
+    },
+    /// A Secret key holding the whole URL.
+    SecretKey(SecretKeyRef),
+}
+
+/// Checks that what `r` points at exists. The error is a message for the `BrokerResolved`
+/// condition; `field` names the spec field (`spec.broker`).
+pub async fn resolve(
+    client: &Client,
+    ns: &str,
+    field: &str,
+    r: &BrokerRef,
+) -> Result<ResolvedBroker, String> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match (&r.redis_cache, &r.secret_key_ref) {
+        (Some(name), None) => {
+            let caches: Api<RedisCache> = Api::namespaced(client.clone(), ns);
+            match caches.get_opt(name).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(format!("{field}.redisCache: RedisCache {name} not found")),
+                Err(e) => {
+                    return Err(format!(
+                        "{field}.redisCache: reading RedisCache {name}: {e}"
+                    ));
+                }
+            }
+            let connection_secret = connection_secret_name(name);
+            match secrets.get_opt(&connection_secret).await {
+                Ok(Some(s)) if secret_value(&s, BASE_URL_KEY).is_some() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{field}.redisCache: RedisCache {name} has no connection Secret yet"
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{field}.redisCache: reading Secret {connection_secret}: {e}"
+                    ));
+                }
+            }
+            Ok(ResolvedBroker::RedisCache {
+                connection_secret,
+                database: r.database.unwrap_or(0),
+            })
+        }
+        (None, Some(key_ref)) => match secrets.get_opt(&key_ref.name).await {
+            Ok(Some(s)) if secret_value(&s, &key_ref.key).is_some() => {
+                Ok(ResolvedBroker::SecretKey(key_ref.clone()))
+            }
+            Ok(Some(_)) => Err(format!(
+                "{field}.secretKeyRef: Secret {} has no key {}",
+                key_ref.name, key_ref.key
+            )),
+            Ok(None) => Err(format!(
+                "{field}.secretKeyRef: Secret {} not found",
+                key_ref.name
+            )),
+            Err(e) => Err(format!(
+                "{field}.secretKeyRef: reading Secret {}: {e}",
+                key_ref.name
+            )),
+        },
+        _ => Err(format!(
+            "{field}: set exactly one of redisCache or secretKeyRef"
+        )),
+    }
+}
+
+fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Environment variables that set `var` (e.g. `CELERY_BROKER_URL`) to the broker's URL.
+/// For a RedisCache the database is appended to the Secret's base URL with Kubernetes'
+/// `$(VAR)` expansion, so one connection Secret serves every database.
+pub fn url_env(var: &str, broker: &ResolvedBroker) -> Vec<EnvVar> {
+    match broker {
+        ResolvedBroker::RedisCache {
+            connection_secret,
+            database,
+        } => {
+            let base = format!("CELERY_OPERATOR_{var}_BASE");
+            vec![
+                from_secret(&base, connection_secret, BASE_URL_KEY),
+                EnvVar {
+                    name: var.into(),
+                    value: Some(format!("$({base})/{database}")),
+                    ..Default::default()
+                },
+            ]
+        }
+        ResolvedBroker::SecretKey(r) => vec![from_secret(var, &r.name, &r.key)],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_cache_url_is_the_base_url_plus_database_by_expansion() {
+        let env = url_env(
+            "CELERY_BROKER_URL",
+            &ResolvedBroker::RedisCache {
+                connection_secret: "broker-connection".into(),
+                database: 2,
+            },
+        );
+        assert_eq!(env.len(), 2);
+        assert_eq!(env[0].name, "CELERY_OPERATOR_CELERY_BROKER_URL_BASE");
+        let sel = env[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret");
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str()),
+            ("broker-connection", "baseUrl")
+        );
+        assert_eq!(env[1].name, "CELERY_BROKER_URL");
+        assert_eq!(
+            env[1].value.as_deref(),
+            Some("$(CELERY_OPERATOR_CELERY_BROKER_URL_BASE)/2")
+        );
+    }
+
+    #[test]
+    fn secret_key_url_is_read_whole() {
+        let env = url_env(
+            "CELERY_RESULT_BACKEND",
+            &ResolvedBroker::SecretKey(SecretKeyRef {
+                name: "urls".into(),
+                key: "results".into(),
+            }),
+        );
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].name, "CELERY_RESULT_BACKEND");
+        assert_eq!(env[0].value, None, "never inlined");
+        let sel = env[0]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret");
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("urls", "results"));
+    }
+}

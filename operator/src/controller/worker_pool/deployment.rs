@@ -1,0 +1,252 @@
+//! The worker Deployment: `celery -A <app> worker` with exactly the flags the spec implies.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::api::worker_pool::{
+    DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, LogLevel, WorkerPoolKind, WorkerPoolSpec,
+};
+
+/// The worker's argv after `celery`.
+pub fn worker_args(spec: &WorkerPoolSpec) -> Vec<String> {
+    let mut args = vec![
+        "-A".to_string(),
+        spec.app.clone(),
+        "worker".into(),
+        format!(
+            "--loglevel={}",
+            log_level(spec.log_level.unwrap_or(LogLevel::Info))
+        ),
+        format!("--queues={}", spec.queues.join(",")),
+    ];
+    if let Some(n) = spec.concurrency {
+        args.push(format!("--concurrency={n}"));
+    }
+    if let Some(pool) = spec.pool {
+        args.push(format!("--pool={}", pool_name(pool)));
+    }
+    if let Some(n) = spec.prefetch_multiplier {
+        args.push(format!("--prefetch-multiplier={n}"));
+    }
+    if let Some(n) = spec.max_tasks_per_child {
+        args.push(format!("--max-tasks-per-child={n}"));
+    }
+    if let Some(n) = spec.max_memory_per_child {
+        args.push(format!("--max-memory-per-child={n}"));
+    }
+    args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+fn log_level(l: LogLevel) -> &'static str {
+    match l {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warning => "WARNING",
+        LogLevel::Error => "ERROR",
+        LogLevel::Critical => "CRITICAL",
+    }
+}
+
+fn pool_name(p: WorkerPoolKind) -> &'static str {
+    match p {
+        WorkerPoolKind::Prefork => "prefork",
+        WorkerPoolKind::Threads => "threads",
+        WorkerPoolKind::Solo => "solo",
+        WorkerPoolKind::Gevent => "gevent",
+        WorkerPoolKind::Eventlet => "eventlet",
+    }
+}
+
+pub struct Inputs<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub labels: BTreeMap<String, String>,
+    pub selector: BTreeMap<String, String>,
+    pub owner: OwnerReference,
+    pub spec: &'a WorkerPoolSpec,
+    /// Broker and result backend URL variables (from Secrets), set before the user's env so
+    /// the user's variables can refer to them.
+    pub url_env: Vec<EnvVar>,
+}
+
+pub fn build(i: Inputs<'_>) -> Deployment {
+    let spec = i.spec;
+    let pod = spec.pod.clone().unwrap_or_default();
+    let mut env = i.url_env;
+    env.extend(spec.env.iter().cloned());
+    let container = Container {
+        name: "worker".into(),
+        image: Some(spec.image.clone()),
+        command: Some(vec!["celery".into()]),
+        args: Some(worker_args(spec)),
+        env: (!env.is_empty()).then_some(env),
+        env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(i.name.into()),
+            namespace: Some(i.namespace.into()),
+            labels: Some(i.labels.clone()),
+            owner_references: Some(vec![i.owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(i.selector),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(i.labels),
+                    annotations: (!pod.annotations.is_empty()).then_some(pod.annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    termination_grace_period_seconds: Some(
+                        spec.termination_grace_period_seconds
+                            .unwrap_or(DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS),
+                    ),
+                    security_context: Some(k8s_openapi::api::core::v1::PodSecurityContext {
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    node_selector: (!pod.node_selector.is_empty()).then_some(pod.node_selector),
+                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations),
+                    affinity: pod.affinity,
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::shared::BrokerRef;
+
+    fn spec() -> WorkerPoolSpec {
+        WorkerPoolSpec {
+            image: "proj:1".into(),
+            app: "proj".into(),
+            queues: vec!["celery".into(), "mail".into()],
+            broker: BrokerRef {
+                redis_cache: Some("broker".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn minimal_spec_gives_celery_defaults_only() {
+        assert_eq!(
+            worker_args(&spec()),
+            [
+                "-A",
+                "proj",
+                "worker",
+                "--loglevel=INFO",
+                "--queues=celery,mail"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_tuning_field_becomes_its_flag() {
+        let s = WorkerPoolSpec {
+            concurrency: Some(4),
+            pool: Some(WorkerPoolKind::Threads),
+            prefetch_multiplier: Some(1),
+            max_tasks_per_child: Some(100),
+            max_memory_per_child: Some(200_000),
+            log_level: Some(LogLevel::Warning),
+            extra_args: vec!["--without-gossip".into()],
+            ..spec()
+        };
+        assert_eq!(
+            worker_args(&s),
+            [
+                "-A",
+                "proj",
+                "worker",
+                "--loglevel=WARNING",
+                "--queues=celery,mail",
+                "--concurrency=4",
+                "--pool=threads",
+                "--prefetch-multiplier=1",
+                "--max-tasks-per-child=100",
+                "--max-memory-per-child=200000",
+                "--without-gossip",
+            ]
+        );
+    }
+
+    #[test]
+    fn deployment_runs_celery_with_secret_env_first_and_a_long_grace_period() {
+        let s = WorkerPoolSpec {
+            replicas: Some(3),
+            env: vec![EnvVar {
+                name: "DJANGO_SETTINGS_MODULE".into(),
+                value: Some("proj.settings".into()),
+                ..Default::default()
+            }],
+            ..spec()
+        };
+        let url = EnvVar {
+            name: "CELERY_BROKER_URL".into(),
+            value: Some("$(X)/0".into()),
+            ..Default::default()
+        };
+        let d = build(Inputs {
+            name: "default",
+            namespace: "shop",
+            labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            selector: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            owner: OwnerReference::default(),
+            spec: &s,
+            url_env: vec![url],
+        });
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.expect("pod");
+        assert_eq!(pod.termination_grace_period_seconds, Some(300));
+        let c = &pod.containers[0];
+        assert_eq!(c.command.as_deref(), Some(&["celery".to_string()][..]));
+        assert_eq!(
+            c.args.as_ref().map(|a| a[0..3].join(" ")),
+            Some("-A proj worker".into())
+        );
+        let names: Vec<_> = c
+            .env
+            .as_ref()
+            .expect("env")
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(names, ["CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"]);
+    }
+}

@@ -1,0 +1,331 @@
+//! When a PeriodicTask fires: pure functions, no Kubernetes, no Redis.
+//!
+//! A [`Schedule`] is one of three kinds plus a time zone:
+//! - [`Every`]: a fixed [`Interval`] (`10s`, `1h15m40s`) anchored at a start instant; slots
+//!   are `start + k * interval`, so they never drift.
+//! - [`Crontab`]: Celery's crontab, with Celery's semantics (AND of the day fields, wrapping
+//!   ranges, names by their first three letters, Celery's DST rules).
+//! - [`Cron`]: standard five-field cron as a Kubernetes CronJob reads it (OR of the day fields
+//!   when both are restricted, `@hourly`-style macros, robfig/cron DST behaviour).
+//!
+//! [`Schedule::next_after`] gives the first fire strictly after an instant, carrying the
+//! schedule's UTC offset so it prints in RFC 3339 with that offset; [`Schedule::upcoming`]
+//! iterates over the following ones. Searches look at most 400 years ahead (a full Gregorian
+//! cycle), so they always end; a day of month that can never occur (30 Feb) is refused when
+//! parsing.
+
+mod calendar;
+pub mod cli;
+mod cron;
+mod crontab;
+mod fields;
+mod interval;
+mod tz;
+
+use std::iter::FusedIterator;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use thiserror::Error;
+
+pub use cron::{Cron, CronError, CronField};
+pub use crontab::{Crontab, CrontabError, CrontabField};
+pub use fields::FieldError;
+pub use interval::{Every, Interval, IntervalError, IntervalErrorKind};
+pub use tz::{TzError, parse_tz};
+
+/// Any reason a schedule could not be built. Display is one line.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Interval(#[from] IntervalError),
+    #[error(transparent)]
+    Crontab(#[from] CrontabError),
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    #[error(transparent)]
+    TimeZone(#[from] TzError),
+    /// Not exactly one of `every`, `crontab`, `cron` was set; holds what was found.
+    #[error("invalid schedule: set exactly one of every, crontab or cron (found {0})")]
+    Source(String),
+}
+
+/// What a schedule fires on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScheduleKind {
+    Every(Every),
+    Crontab(Crontab),
+    Cron(Cron),
+}
+
+/// A schedule and the time zone it is read in (only presentation for `Every`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    kind: ScheduleKind,
+    tz: Tz,
+}
+
+/// The five crontab fields as written in a PeriodicTask; `None` means `*`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrontabFields<'a> {
+    pub minute: Option<&'a str>,
+    pub hour: Option<&'a str>,
+    pub day_of_week: Option<&'a str>,
+    pub day_of_month: Option<&'a str>,
+    pub month_of_year: Option<&'a str>,
+}
+
+impl CrontabFields<'_> {
+    pub fn parse(&self) -> Result<Crontab, CrontabError> {
+        Crontab::new(
+            self.minute.unwrap_or("*"),
+            self.hour.unwrap_or("*"),
+            self.day_of_week.unwrap_or("*"),
+            self.day_of_month.unwrap_or("*"),
+            self.month_of_year.unwrap_or("*"),
+        )
+    }
+}
+
+/// The `schedule` field of a PeriodicTask as written: exactly one of these must be set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleSpec<'a> {
+    pub every: Option<&'a str>,
+    pub crontab: Option<CrontabFields<'a>>,
+    pub cron: Option<&'a str>,
+}
+
+impl Schedule {
+    pub fn new(kind: ScheduleKind, tz: Tz) -> Self {
+        Schedule { kind, tz }
+    }
+
+    /// Build from a PeriodicTask's fields. `time_zone` is an IANA name (default UTC);
+    /// `anchor` is where `every` slots start (the task's startTime, else its creation).
+    pub fn from_spec(
+        spec: &ScheduleSpec<'_>,
+        time_zone: Option<&str>,
+        anchor: DateTime<Utc>,
+    ) -> Result<Self, ScheduleError> {
+        let tz = time_zone.map(parse_tz).transpose()?.unwrap_or(Tz::UTC);
+        let kind = match (spec.every, spec.crontab, spec.cron) {
+            (Some(every), None, None) => {
+                ScheduleKind::Every(Every::new(Interval::parse(every)?, anchor))
+            }
+            (None, Some(fields), None) => ScheduleKind::Crontab(fields.parse()?),
+            (None, None, Some(cron)) => ScheduleKind::Cron(Cron::parse(cron)?),
+            _ => {
+                let found: Vec<&str> = [
+                    spec.every.map(|_| "every"),
+                    spec.crontab.map(|_| "crontab"),
+                    spec.cron.map(|_| "cron"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                let found = if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(" and ")
+                };
+                return Err(ScheduleError::Source(found));
+            }
+        };
+        Ok(Schedule { kind, tz })
+    }
+
+    pub fn kind(&self) -> &ScheduleKind {
+        &self.kind
+    }
+
+    pub fn time_zone(&self) -> Tz {
+        self.tz
+    }
+
+    /// The first fire strictly after `after`, in the schedule's time zone. `None` when there
+    /// is none within 400 years or before the end of chrono's date range.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Tz>> {
+        match &self.kind {
+            ScheduleKind::Every(every) => {
+                every.next_after(after).map(|at| at.with_timezone(&self.tz))
+            }
+            ScheduleKind::Crontab(crontab) => crontab.next_after(after, &self.tz),
+            ScheduleKind::Cron(cron) => cron.next_after(after, &self.tz),
+        }
+    }
+
+    /// The fires strictly after `after`, in order.
+    pub fn upcoming(&self, after: DateTime<Utc>) -> Upcoming<'_> {
+        Upcoming {
+            schedule: self,
+            cursor: Some(after),
+        }
+    }
+}
+
+/// Iterator over a schedule's fires, from [`Schedule::upcoming`].
+#[derive(Clone, Debug)]
+pub struct Upcoming<'a> {
+    schedule: &'a Schedule,
+    cursor: Option<DateTime<Utc>>,
+}
+
+impl Iterator for Upcoming<'_> {
+    type Item = DateTime<Tz>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let fire = self.schedule.next_after(self.cursor?);
+        self.cursor = fire.map(|at| at.with_timezone(&Utc));
+        fire
+    }
+}
+
+impl FusedIterator for Upcoming<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    fn lines(schedule: &Schedule, after: &str, n: usize) -> Vec<String> {
+        schedule
+            .upcoming(utc(after))
+            .take(n)
+            .map(|at| at.to_rfc3339())
+            .collect()
+    }
+
+    #[test]
+    fn every_is_anchored_and_shown_in_the_zone() {
+        let spec = ScheduleSpec {
+            every: Some("90m"),
+            ..Default::default()
+        };
+        let schedule =
+            Schedule::from_spec(&spec, Some("Europe/Berlin"), utc("2024-03-31T00:15:00Z"))
+                .expect("valid");
+        assert_eq!(
+            lines(&schedule, "2024-03-31T00:00:00Z", 3),
+            vec![
+                "2024-03-31T01:15:00+01:00",
+                "2024-03-31T03:45:00+02:00",
+                "2024-03-31T05:15:00+02:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn crontab_fields_default_to_star() {
+        let spec = ScheduleSpec {
+            crontab: Some(CrontabFields {
+                minute: Some("0"),
+                hour: Some("*/3,8-12"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let schedule =
+            Schedule::from_spec(&spec, None, utc("2024-01-01T00:00:00Z")).expect("valid");
+        assert_eq!(schedule.time_zone(), Tz::UTC);
+        assert_eq!(
+            lines(&schedule, "2024-05-01T06:30:00Z", 4),
+            vec![
+                "2024-05-01T08:00:00+00:00",
+                "2024-05-01T09:00:00+00:00",
+                "2024-05-01T10:00:00+00:00",
+                "2024-05-01T11:00:00+00:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn cron_in_a_zone() {
+        let spec = ScheduleSpec {
+            cron: Some("0 9 * * mon-fri"),
+            ..Default::default()
+        };
+        let schedule =
+            Schedule::from_spec(&spec, Some("America/New_York"), utc("2024-01-01T00:00:00Z"))
+                .expect("valid");
+        // 2024-03-08 is a Friday; DST starts on Sunday the 10th.
+        assert_eq!(
+            lines(&schedule, "2024-03-08T15:00:00Z", 2),
+            vec!["2024-03-11T09:00:00-04:00", "2024-03-12T09:00:00-04:00"]
+        );
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let anchor = utc("2024-01-01T00:00:00Z");
+        let none = Schedule::from_spec(&ScheduleSpec::default(), None, anchor);
+        assert_eq!(
+            none.map_err(|e| e.to_string()),
+            Err("invalid schedule: set exactly one of every, crontab or cron (found none)".into())
+        );
+        let two = ScheduleSpec {
+            every: Some("10s"),
+            cron: Some("* * * * *"),
+            ..Default::default()
+        };
+        assert_eq!(
+            Schedule::from_spec(&two, None, anchor).map_err(|e| e.to_string()),
+            Err(
+                "invalid schedule: set exactly one of every, crontab or cron (found every and cron)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn errors_pass_through_on_one_line() {
+        let anchor = utc("2024-01-01T00:00:00Z");
+        let bad_hour = ScheduleSpec {
+            crontab: Some(CrontabFields {
+                hour: Some("25"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            Schedule::from_spec(&bad_hour, None, anchor).map_err(|e| e.to_string()),
+            Err("invalid crontab hour \"25\": 25 is out of range 0-23".into())
+        );
+        let bad_zone = ScheduleSpec {
+            every: Some("10s"),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Schedule::from_spec(&bad_zone, Some("Moon/Base"), anchor),
+            Err(ScheduleError::TimeZone(_))
+        ));
+        let bad_every = ScheduleSpec {
+            every: Some("10"),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Schedule::from_spec(&bad_every, None, anchor),
+            Err(ScheduleError::Interval(_))
+        ));
+    }
+
+    #[test]
+    fn upcoming_ends_with_time_itself() {
+        let schedule = Schedule::new(
+            ScheduleKind::Every(Every::new(
+                Interval::parse("1d").expect("valid"),
+                DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::hours(36),
+            )),
+            Tz::UTC,
+        );
+        let mut it = schedule.upcoming(DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::days(3));
+        assert!(it.next().is_some());
+        assert!(it.next().is_some());
+        assert_eq!(it.next(), None);
+        assert_eq!(it.next(), None);
+    }
+}
