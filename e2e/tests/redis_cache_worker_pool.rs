@@ -1,0 +1,543 @@
+//! RedisCache and WorkerPool end to end: the operator (a host process watching one namespace)
+//! against the real control plane, pods run by kwok.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use celery_operator_e2e::operator::Operator;
+use celery_operator_e2e::{
+    TestNamespace, client, eventually, kubectl, kubectl_with_input, ok, repo_root,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn apply_sample(ns: &str, file: &str) {
+    let path = repo_root().join("deploy/samples").join(file);
+    ok(kubectl(&[
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        path.to_str().expect("utf-8"),
+    ]));
+}
+
+fn apply_yaml(ns: &str, yaml: &str) -> std::process::Output {
+    kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(yaml))
+}
+
+fn wait_ready(ns: &str, what: &str) {
+    ok(kubectl(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        "--timeout=60s",
+        what,
+    ]));
+}
+
+fn secret_text(s: &Secret, key: &str) -> String {
+    let bytes = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+/// resourceVersion of every object the operator owns in `ns`, by kind/name.
+async fn owned_versions(client: &Client, ns: &str) -> BTreeMap<String, String> {
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=celery-operator");
+    let mut out = BTreeMap::new();
+    macro_rules! collect {
+        ($t:ty) => {
+            for o in Api::<$t>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await
+                .expect("list")
+                .items
+            {
+                out.insert(
+                    format!("{}/{}", stringify!($t), o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
+            }
+        };
+    }
+    collect!(StatefulSet);
+    collect!(Deployment);
+    collect!(ConfigMap);
+    collect!(Secret);
+    collect!(Service);
+    collect!(PodDisruptionBudget);
+    out
+}
+
+#[tokio::test]
+async fn samples_become_ready_with_the_objects_their_specs_imply() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rc-samples").await;
+    let operator = Operator::start(&ns.name);
+    apply_sample(&ns.name, "rediscache.yaml");
+    apply_sample(&ns.name, "workerpool.yaml");
+    wait_ready(&ns.name, "rediscache/broker");
+    wait_ready(&ns.name, "workerpool/default");
+
+    // RedisCache `broker`: redis.conf, Secrets, Services, StatefulSet, PDB.
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
+        .get("broker-config")
+        .await
+        .expect("config");
+    let conf = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("redis.conf"))
+        .expect("redis.conf")
+        .clone();
+    for line in [
+        "maxmemory-policy noeviction",
+        "appendonly yes",
+        "port 6379",
+        "dir /data",
+    ] {
+        assert!(conf.lines().any(|l| l == line), "{line:?} in\n{conf}");
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let password = secret_text(
+        &secrets
+            .get("broker-password")
+            .await
+            .expect("password secret"),
+        "password",
+    );
+    assert_eq!(password.len(), 64);
+    let conn = secrets
+        .get("broker-connection")
+        .await
+        .expect("connection secret");
+    assert_eq!(
+        secret_text(&conn, "host"),
+        format!("broker.{}.svc", ns.name)
+    );
+    assert_eq!(secret_text(&conn, "port"), "6379");
+    assert_eq!(secret_text(&conn, "password"), password);
+    assert_eq!(
+        secret_text(&conn, "url"),
+        format!("redis://:{password}@broker.{}.svc:6379/0", ns.name)
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    assert_eq!(
+        services
+            .get("broker-headless")
+            .await
+            .expect("headless")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .as_deref(),
+        Some("None")
+    );
+    services.get("broker").await.expect("client service");
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), &ns.name)
+        .get("broker")
+        .await
+        .expect("sts");
+    assert_eq!(sts.owner_references()[0].kind, "RedisCache");
+    let pod = sts
+        .spec
+        .as_ref()
+        .expect("spec")
+        .template
+        .spec
+        .as_ref()
+        .expect("pod");
+    assert_eq!(
+        pod.security_context
+            .as_ref()
+            .and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    assert!(
+        sts.spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.as_ref())
+            .is_some(),
+        "a broker persists"
+    );
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns.name)
+        .get("broker")
+        .await
+        .expect("pdb");
+    let status = ok(kubectl(&[
+        "get",
+        "rcache",
+        "broker",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.status.endpoint} {.status.connectionSecret} {.status.readyReplicas}",
+    ]));
+    assert_eq!(
+        status,
+        format!("broker.{}.svc:6379 broker-connection 1", ns.name)
+    );
+
+    // WorkerPool `default`: the Deployment runs celery with the broker URL from the Secret.
+    let d = Api::<Deployment>::namespaced(client.clone(), &ns.name)
+        .get("default")
+        .await
+        .expect("deployment");
+    let spec = d.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let c = &spec.template.spec.as_ref().expect("pod").containers[0];
+    assert_eq!(
+        c.args.as_ref().expect("args").join(" "),
+        "-A proj worker --loglevel=INFO --queues=celery,mail"
+    );
+    let env = c.env.as_ref().expect("env");
+    let broker_url = env
+        .iter()
+        .find(|e| e.name == "CELERY_BROKER_URL")
+        .expect("CELERY_BROKER_URL");
+    assert_eq!(
+        broker_url.value.as_deref(),
+        Some("$(CELERY_OPERATOR_CELERY_BROKER_URL_BASE)/0")
+    );
+    assert!(
+        env.iter()
+            .all(|e| !e.value.as_deref().unwrap_or_default().contains(&password)),
+        "never inlined"
+    );
+    let columns = ok(kubectl(&["get", "wpool", "-n", &ns.name]));
+    assert!(
+        columns.contains("QUEUES") && columns.contains("[\"celery\",\"mail\"]"),
+        "{columns}"
+    );
+
+    let events = ok(kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "involvedObject.kind=RedisCache",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}:{.note}{.message}{\"\\n\"}{end}",
+    ]));
+    assert!(
+        events.contains("Created StatefulSet broker"),
+        "events:\n{events}"
+    );
+    let log = operator.log_text();
+    assert!(
+        !log.contains(&password),
+        "the password must never be logged"
+    );
+    assert!(
+        !events.contains(&password),
+        "the password must never be in events"
+    );
+}
+
+#[tokio::test]
+async fn spec_changes_update_objects_and_a_config_change_rolls_the_pod() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rc-update").await;
+    let _operator = Operator::start(&ns.name);
+    apply_sample(&ns.name, "rediscache.yaml");
+    apply_sample(&ns.name, "workerpool.yaml");
+    wait_ready(&ns.name, "rediscache/broker");
+    wait_ready(&ns.name, "workerpool/default");
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let checksum = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get("celeryoperator.io/config-checksum"))
+            .cloned()
+            .expect("checksum")
+    };
+    let before = checksum(&sts_api.get("broker").await.expect("sts"));
+
+    let patch = PatchParams::default();
+    Api::<celery_operator::api::RedisCache>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "broker",
+            &patch,
+            &Patch::Merge(json!({"spec": {"maxMemory": "200Mi", "config": {"timeout": "60"}}})),
+        )
+        .await
+        .expect("patch rediscache");
+    Api::<celery_operator::api::WorkerPool>::namespaced(client.clone(), &ns.name)
+        .patch(
+            "default",
+            &patch,
+            &Patch::Merge(json!({"spec": {"concurrency": 4, "replicas": 3}})),
+        )
+        .await
+        .expect("patch workerpool");
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    eventually(WAIT, "redis.conf to hold the new settings", || async {
+        let conf = cms
+            .get("broker-config")
+            .await
+            .ok()?
+            .data?
+            .get("redis.conf")?
+            .clone();
+        (conf.contains("maxmemory 209715200") && conf.contains("timeout 60")).then_some(())
+    })
+    .await;
+    let after = eventually(WAIT, "a new checksum on the pod template", || async {
+        let c = checksum(&sts_api.get("broker").await.ok()?);
+        (c != before).then_some(c)
+    })
+    .await;
+    assert_ne!(before, after);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    eventually(WAIT, "the worker Deployment to follow the spec", || async {
+        let d = deployments.get("default").await.ok()?;
+        let spec = d.spec?;
+        let args = spec.template.spec?.containers[0].args.clone()?;
+        (spec.replicas == Some(3) && args.contains(&"--concurrency=4".to_string())).then_some(())
+    })
+    .await;
+    wait_ready(&ns.name, "workerpool/default");
+}
+
+#[tokio::test]
+async fn password_and_objects_survive_reconciles_and_operator_restarts_untouched() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rc-restart").await;
+    let mut operator = Operator::start(&ns.name);
+    apply_sample(&ns.name, "rediscache.yaml");
+    apply_sample(&ns.name, "workerpool.yaml");
+    wait_ready(&ns.name, "rediscache/broker");
+    wait_ready(&ns.name, "workerpool/default");
+    // Let status writes and kwok settle before taking the baseline.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let password = secret_text(
+        &secrets.get("broker-password").await.expect("secret"),
+        "password",
+    );
+    let before = owned_versions(&client, &ns.name).await;
+    let status_before = ok(kubectl(&[
+        "get",
+        "rcache,wpool",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.resourceVersion} {end}",
+    ]));
+
+    // A reconcile triggered by an unrelated metadata change, then two crash-restarts.
+    ok(kubectl(&[
+        "annotate",
+        "-n",
+        &ns.name,
+        "rcache/broker",
+        "touched=1",
+    ]));
+    operator.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let after = owned_versions(&client, &ns.name).await;
+    assert_eq!(
+        before, after,
+        "no owned object may be written when nothing changed"
+    );
+    let password_after = secret_text(
+        &secrets.get("broker-password").await.expect("secret"),
+        "password",
+    );
+    assert_eq!(password, password_after, "the password is never rotated");
+    // The annotation bumped the RedisCache itself once; statuses were not rewritten after that.
+    let status_after = ok(kubectl(&[
+        "get",
+        "wpool",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.resourceVersion} {end}",
+    ]));
+    assert!(
+        status_before.ends_with(&status_after),
+        "WorkerPool status untouched: {status_before} vs {status_after}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_garbage_collects_everything_but_a_claim_asked_to_be_kept() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rc-delete").await;
+    let _operator = Operator::start(&ns.name);
+    ok(apply_yaml(
+        &ns.name,
+        r#"
+apiVersion: celeryoperator.io/v1alpha1
+kind: RedisCache
+metadata: {name: kept}
+spec:
+  persistence: {mode: aof, size: 1Gi, keepOnDelete: true}
+---
+apiVersion: celeryoperator.io/v1alpha1
+kind: RedisCache
+metadata: {name: dropped}
+spec:
+  persistence: {mode: rdb, size: 1Gi}
+"#,
+    ));
+    wait_ready(&ns.name, "rediscache/kept");
+    wait_ready(&ns.name, "rediscache/dropped");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
+    eventually(WAIT, "both claims", || async {
+        let names: Vec<String> = pvcs
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        (names.contains(&"data-kept-0".to_string())
+            && names.contains(&"data-dropped-0".to_string()))
+        .then_some(())
+    })
+    .await;
+
+    let caches: Api<celery_operator::api::RedisCache> = Api::namespaced(client.clone(), &ns.name);
+    caches
+        .delete("kept", &DeleteParams::background())
+        .await
+        .expect("delete kept");
+    caches
+        .delete("dropped", &DeleteParams::background())
+        .await
+        .expect("delete dropped");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    eventually(WAIT, "owned objects to be garbage-collected", || async {
+        let gone = sts.get_opt("kept").await.ok()?.is_none()
+            && sts.get_opt("dropped").await.ok()?.is_none()
+            && secrets.get_opt("kept-password").await.ok()?.is_none()
+            && secrets.get_opt("dropped-connection").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+    eventually(WAIT, "the dropped claim to be deleted", || async {
+        pvcs.get_opt("data-dropped-0")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let kept = pvcs.get_opt("data-kept-0").await.expect("get");
+    assert!(
+        kept.is_some_and(|p| p.metadata.deletion_timestamp.is_none()),
+        "keepOnDelete keeps the claim"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "wp-broker").await;
+    let _operator = Operator::start(&ns.name);
+    apply_sample(&ns.name, "workerpool.yaml");
+    let condition = || {
+        ok(kubectl(&[
+            "get",
+            "wpool",
+            "default",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"BrokerResolved\")].status}:{.status.conditions[?(@.type==\"BrokerResolved\")].message}",
+        ]))
+    };
+    eventually(
+        WAIT,
+        "BrokerResolved=False naming the missing RedisCache",
+        || async {
+            let c = condition();
+            (c == "False:spec.broker.redisCache: RedisCache broker not found").then_some(())
+        },
+    )
+    .await;
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns.name)
+            .get_opt("default")
+            .await
+            .expect("get")
+            .is_none(),
+        "no Deployment without a broker"
+    );
+    apply_sample(&ns.name, "rediscache.yaml");
+    wait_ready(&ns.name, "workerpool/default");
+    assert!(condition().starts_with("True:"));
+}
+
+#[tokio::test]
+async fn invalid_specs_are_rejected_at_apply_naming_the_field() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "invalid").await;
+    let pool = |spec: &str| {
+        format!(
+            "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {{name: bad}}\nspec:\n  image: x\n  app: proj\n{spec}"
+        )
+    };
+    let cache = |spec: &str| {
+        format!(
+            "apiVersion: celeryoperator.io/v1alpha1\nkind: RedisCache\nmetadata: {{name: bad}}\nspec:\n{spec}"
+        )
+    };
+    let cases = [
+        (
+            pool("  replicas: -1\n  broker: {redisCache: b}\n"),
+            "spec.replicas",
+        ),
+        (
+            pool("  concurrency: 0\n  broker: {redisCache: b}\n"),
+            "spec.concurrency",
+        ),
+        (
+            pool("  pool: fibers\n  broker: {redisCache: b}\n"),
+            "spec.pool",
+        ),
+        (
+            pool("  broker: {redisCache: b, secretKeyRef: {name: s, key: url}}\n"),
+            "set exactly one of redisCache or secretKeyRef",
+        ),
+        (
+            pool("  broker: {}\n"),
+            "set exactly one of redisCache or secretKeyRef",
+        ),
+        (cache("  purpose: queue\n"), "spec.purpose"),
+        (
+            cache("  config: {requirepass: hunter2}\n"),
+            "must not set a directive the operator owns",
+        ),
+        (cache("  config: {port: \"7000\"}\n"), "spec.config"),
+    ];
+    for (manifest, expected) in cases {
+        let out = apply_yaml(&ns.name, &manifest);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{manifest}");
+        assert!(
+            stderr.contains(expected),
+            "message for\n{manifest}\nshould name {expected:?}, got: {stderr}"
+        );
+    }
+}
