@@ -11,6 +11,10 @@ pub struct Operator {
     child: Child,
     pub log: PathBuf,
     namespace: String,
+    /// Port of its /metrics, /healthz and /readyz on 127.0.0.1.
+    pub metrics_port: u16,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 fn binary() -> PathBuf {
@@ -22,11 +26,11 @@ fn binary() -> PathBuf {
 impl Operator {
     /// Starts the operator watching `namespace`. Its log goes to `.e2e/test/logs/`.
     pub fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &[])
+        Self::start_with(namespace, &[], &[])
     }
 
-    /// Like [`Operator::start`], with extra environment variables.
-    pub fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+    /// Like [`Operator::start`], with extra arguments to `run` and environment variables.
+    pub fn start_with(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = kubeconfig_path()
             .parent()
             .map(|p| p.join("logs"))
@@ -39,8 +43,16 @@ impl Operator {
             .open(&log)
             .expect("log file");
         let err = out.try_clone().expect("log file");
+        let metrics_port = crate::redis::free_port();
         let child = Command::new(binary())
-            .args(["run", "--namespace", namespace])
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .args(args)
             .env("KUBECONFIG", kubeconfig_path())
             .env("RUST_LOG", "info,celery_operator=debug")
             .envs(env.iter().copied())
@@ -53,13 +65,25 @@ impl Operator {
             child,
             log,
             namespace: namespace.into(),
+            metrics_port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     /// Kills the process like a crash would (SIGKILL) and starts a new one.
     pub fn restart(&mut self) {
         self.kill();
-        *self = Self::start(&self.namespace.clone());
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        *self = Self::start_with(&self.namespace.clone(), &args, &env);
     }
 
     pub fn kill(&mut self) {
@@ -81,4 +105,26 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1 (the operator's metrics endpoint): (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let status = raw.split(' ').nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

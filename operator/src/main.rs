@@ -3,7 +3,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use celery_operator::{api, controller, schedule};
+use std::sync::Arc;
+
+use celery_operator::leader::LeaseConfig;
+use celery_operator::metrics::Metrics;
+use celery_operator::{api, controller, http, schedule};
 
 /// celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 #[derive(Parser)]
@@ -19,11 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster config).
-    Run {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "WATCH_NAMESPACE")]
-        namespace: Option<String>,
-    },
+    Run(RunArgs),
     /// Schedule tools.
     Schedule {
         #[command(subcommand)]
@@ -35,6 +35,28 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Reconcile only while holding a Lease, so several replicas can run.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "celery-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a leader keeps the Lease without renewing; a standby takes over after this.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +93,31 @@ fn print_crds(out_dir: Option<std::path::PathBuf>) -> Result<(), Box<dyn std::er
     Ok(())
 }
 
+async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = Arc::new(Metrics::default());
+    let addr = http::serve(args.metrics_addr, metrics.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let client = kube::Client::try_default().await?;
+    let leader_election = args.leader_election.then(|| LeaseConfig {
+        name: args.lease_name,
+        namespace: args
+            .lease_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into()),
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("celery-operator-{}", uuid::Uuid::new_v4().simple())),
+        duration_seconds: args.lease_duration_seconds,
+        grace_seconds: (args.lease_duration_seconds / 3).max(1),
+    });
+    let opts = controller::RunOptions {
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        leader_election,
+        metrics,
+    };
+    controller::run(client, opts).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -96,12 +143,7 @@ async fn main() -> ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Schedule { .. } => Ok(()),
-        Command::Run { namespace } => match kube::Client::try_default().await {
-            Ok(client) => controller::run(client, namespace.filter(|n| !n.is_empty()))
-                .await
-                .map_err(Into::into),
-            Err(err) => Err(err.into()),
-        },
+        Command::Run(args) => run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

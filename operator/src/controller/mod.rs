@@ -15,6 +15,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 
+use crate::leader::{self, LeaseConfig};
+use crate::metrics::Metrics;
+
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "celery-operator";
 
@@ -35,6 +38,10 @@ pub enum Error {
     MissingField(&'static str),
     #[error("serializing {0}: {1}")]
     Serialize(&'static str, serde_json::Error),
+    #[error(transparent)]
+    Leader(#[from] crate::leader::LeaderError),
+    #[error("lost leadership; exiting so a fresh process competes again")]
+    LostLeadership,
 }
 
 impl Error {
@@ -47,6 +54,8 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::MissingSecret(_) => "missing_secret",
             Error::Serialize(..) => "serialize",
+            Error::Leader(_) => "leader",
+            Error::LostLeadership => "lost_leadership",
         }
     }
 }
@@ -60,10 +69,11 @@ pub struct Context {
     pub namespace: Option<String>,
     /// The one event recorder of the process.
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, namespace: Option<String>) -> Self {
+    pub fn new(client: Client, namespace: Option<String>, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -72,6 +82,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             namespace,
+            metrics,
         }
     }
 
@@ -123,19 +134,55 @@ pub fn requeue_after(err: &Error) -> Duration {
     }
 }
 
-/// Starts one controller per kind and runs until a shutdown signal.
-pub async fn run(client: Client, namespace: Option<String>) -> Result<()> {
+/// How `run` runs.
+pub struct RunOptions {
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+    /// Compete for this Lease and reconcile only while holding it.
+    pub leader_election: Option<LeaseConfig>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts one controller per kind (once leader, with leader election) and runs until a
+/// shutdown signal, or until leadership is lost.
+pub async fn run(client: Client, opts: RunOptions) -> Result<()> {
     ensure_crds_installed(&client).await?;
-    let ctx = Arc::new(Context::new(client, namespace));
+    let ctx = Arc::new(Context::new(client.clone(), opts.namespace, opts.metrics));
+    // A standby replica is healthy and ready: it is waiting for the Lease.
+    ctx.metrics.set_ready(true);
+    let mut leadership = match &opts.leader_election {
+        Some(cfg) => {
+            let mut l = leader::campaign(client, cfg).await?;
+            tracing::info!(lease = %cfg.name, identity = %cfg.identity, "waiting for leadership");
+            l.acquired().await?;
+            tracing::info!(lease = %cfg.name, identity = %cfg.identity, "acquired leadership");
+            Some(l)
+        }
+        None => None,
+    };
+    ctx.metrics.leader.set(1);
     tracing::info!(
         namespace = ctx.namespace.as_deref().unwrap_or("<all>"),
         "starting controllers"
     );
-    tokio::join!(
-        redis_cache::run(ctx.clone()),
-        worker_pool::run(ctx.clone()),
-        periodic_task::run(ctx)
-    );
+    let controllers = async {
+        tokio::join!(
+            redis_cache::run(ctx.clone()),
+            worker_pool::run(ctx.clone()),
+            periodic_task::run(ctx.clone())
+        );
+    };
+    match &mut leadership {
+        None => controllers.await,
+        Some(l) => tokio::select! {
+            _ = controllers => {}
+            _ = l.lost() => {
+                ctx.metrics.leader.set(0);
+                tracing::error!("lost leadership");
+                return Err(Error::LostLeadership);
+            }
+        },
+    }
     Ok(())
 }
 

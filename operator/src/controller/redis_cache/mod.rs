@@ -59,8 +59,11 @@ fn error_policy(
 }
 
 async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started("RedisCache");
     let result = apply_all(&rc, &ctx).await;
     if let Err(err) = &result {
+        ctx.metrics
+            .reconcile_failed("RedisCache", err.metric_label());
         let reason = match err {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::MissingSecret(_) => "SecretMissing",

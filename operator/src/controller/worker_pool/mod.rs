@@ -60,9 +60,12 @@ fn error_policy(wp: Arc<WorkerPool>, err: &Error, _ctx: Arc<Context>) -> Action 
 }
 
 async fn reconcile(wp: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started("WorkerPool");
     let ns = namespace(&*wp)?;
     let result = apply_all(&wp, &ctx, &ns).await;
     if let Err(err) = &result {
+        ctx.metrics
+            .reconcile_failed("WorkerPool", err.metric_label());
         let (reason, status) = match err {
             Error::BrokerUnresolved(msg) => (
                 "BrokerNotFound",
