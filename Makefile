@@ -27,15 +27,13 @@ cluster-down: ## Stop the local control plane and remove its state
 build: ## Build the operator
 	$(CARGO) build -p celery-operator
 
-.PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
-	$(CARGO) run -q -p celery-operator -- crds --out-dir crds
+.PHONY: generate
+generate: ## Regenerate crds/, the chart's CRDs and deploy/celery-operator.yaml
+	@scripts/generate.sh
 
-.PHONY: check-crds
-check-crds: ## Fail if crds/ differs from `celery-operator crds`
-	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-	$(CARGO) run -q -p celery-operator -- crds --out-dir $$tmp && \
-	diff -ru crds $$tmp || { echo "crds/ is stale: run 'make crds' and commit" >&2; exit 1; }
+.PHONY: check-generated
+check-generated: ## Fail if a generated file differs from its source (CRDs from the types, deploy/ from the chart)
+	@scripts/generate.sh --check
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy -D warnings
@@ -51,7 +49,7 @@ e2e: deps tools ## End-to-end tests on a fresh local control plane (brought up a
 	e2e/run-e2e.sh
 
 .PHONY: test
-test: ## Everything CI runs: deps, lint, check-crds, unit, e2e; ends with a total of the tests
+test: ## Everything CI runs: deps, lint, check-generated, unit, e2e; ends with a total of the tests
 	@e2e/test.sh
 
 .PHONY: demo
