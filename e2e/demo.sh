@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The README's first command: a local control plane, the CRDs, the operator and the samples.
-# Ctrl-C stops everything it started. DEMO_ONESHOT=1 stops after showing the resources.
+# The README's first command: a local control plane, the chart, a real Redis and a real Celery
+# worker, the operator, and the samples; then the worker executing the operator's periodic
+# task. Ctrl-C stops everything it started. DEMO_ONESHOT=1 stops after the first execution.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
+work=$repo/.e2e/demo
 cleanup() {
   say "stopping the demo"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -15,30 +18,62 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+mkdir -p "$work"
 
-say "building the control plane (first run only: ~15 min) and starting it"
+say "building (first run only: ~15 min) and starting the local control plane"
 e2e/cluster/up.sh
-PATH="$(e2e/cluster/build.sh bindir):$PATH"
+BIN=$(e2e/cluster/build.sh bindir)
+PATH="$BIN:$PATH"
 export KUBECONFIG=$repo/.e2e/kubeconfig
 kubectl get nodes
 
-say "building the operator"
-cargo build -q -p celery-operator
+say "installing the chart (CRDs, RBAC; the operator itself runs on this host, so 0 in-cluster replicas)"
+helm upgrade --install celery-operator charts/celery-operator -n celery-operator --create-namespace \
+  --set replicaCount=0 --wait
+kubectl wait --for=condition=Established --timeout=60s -f charts/celery-operator/crds/ >/dev/null
 
-say "installing the CRDs"
-target/debug/celery-operator crds | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established --timeout=60s crd -l '!nonexistent' >/dev/null
-
-say "running the operator (logs in .e2e/operator.log)"
-target/debug/celery-operator run >.e2e/operator.log 2>&1 &
+say "starting a real Redis and a real Celery worker (pods here are simulated by kwok)"
+venv=$(e2e/venv.sh)
+redis_port=$(free_port)
+password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+redis-server --port "$redis_port" --bind 127.0.0.1 --requirepass "$password" --save '' \
+  --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+broker_url="redis://:$password@127.0.0.1:$redis_port/0"
+kubectl create secret generic demo-broker --from-literal=url="$broker_url" \
+  --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+(cd e2e/app && CELERY_BROKER_URL=$broker_url exec "$venv/bin/celery" -A tasks worker \
+  --loglevel=INFO --queues=celery --concurrency=2 --pool=threads) >"$work/worker.log" 2>&1 &
 pids+=($!)
 
-say "applying the samples"
-kubectl apply -f deploy/samples/
-sleep 2
+say "building and running the operator (log: .e2e/demo/operator.log, metrics: see below)"
+cargo build -q -p celery-operator
+metrics_port=$(free_port)
+target/debug/celery-operator run --leader-election --lease-namespace celery-operator \
+  --metrics-addr "127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
+pids+=($!)
+
+say "applying the samples and the demo's periodic tasks"
+kubectl apply -f deploy/samples/rediscache.yaml -f deploy/samples/workerpool.yaml
+kubectl apply -f e2e/demo/periodictasks.yaml
+kubectl wait --for=condition=Ready --timeout=60s rediscache/broker workerpool/default
+
+say "waiting for the worker to execute the operator's periodic task"
+for _ in $(seq 1 120); do
+  grep -q "Task tasks.record\[.*\] succeeded" "$work/worker.log" && break
+  sleep 1
+done
+grep "Task tasks.record\[.*\] succeeded" "$work/worker.log" | tail -n 3 || {
+  echo "no execution yet; worker log:" >&2
+  tail -n 20 "$work/worker.log" >&2
+  exit 1
+}
 
 say "kubectl get celery"
-kubectl get celery -o wide
+kubectl get celery
+echo
+echo "metrics: curl -s http://127.0.0.1:$metrics_port/metrics | grep celery_operator_"
+echo "try:     KUBECONFIG=$KUBECONFIG PATH=$BIN:\$PATH kubectl annotate ptask heartbeat celeryoperator.io/run-now=\$(date +%s)"
 if [ "${DEMO_ONESHOT:-}" = 1 ]; then exit 0; fi
-say "watching; Ctrl-C stops everything"
-kubectl get celery --watch
+say "following the worker (Ctrl-C stops everything)"
+tail -n 0 -f "$work/worker.log" | grep --line-buffered "tasks.record"

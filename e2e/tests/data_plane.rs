@@ -160,6 +160,7 @@ fn rendered_worker_command_runs_real_celery_on_every_queue() {
         selector: BTreeMap::new(),
         owner: OwnerReference::default(),
         spec: &spec,
+        replicas: 1,
         url_env,
     });
     // What the RedisCache's connection Secret holds, pointed at the local Redis.

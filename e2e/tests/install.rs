@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use celery_operator_e2e::operator::Operator;
-use celery_operator_e2e::{TestNamespace, client, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok, repo_root};
+use celery_operator_e2e::{
+    TestNamespace, client, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok, repo_root,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -15,16 +17,31 @@ use kube::api::PostParams;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn helm(args: &[&str]) -> Output {
-    let bin = std::env::var("E2E_KUBECTL").map(|k| k.replace("kubectl", "helm")).unwrap_or_else(|_| "helm".into());
-    Command::new(bin).arg("--kubeconfig").arg(kubeconfig_path()).args(args).output().expect("helm")
+    let bin = std::env::var("E2E_KUBECTL")
+        .map(|k| k.replace("kubectl", "helm"))
+        .unwrap_or_else(|_| "helm".into());
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .args(args)
+        .output()
+        .expect("helm")
 }
 
 fn chart() -> String {
-    repo_root().join("charts/celery-operator").display().to_string()
+    repo_root()
+        .join("charts/celery-operator")
+        .display()
+        .to_string()
 }
 
 fn must(out: Output) -> String {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -37,8 +54,19 @@ fn helm_lint_passes_strictly() {
 async fn chart_render_applies_with_server_side_dry_run() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "helm-dry").await;
-    let rendered = must(helm(&["template", "dry", &chart(), "--namespace", &ns.name, "--set", "serviceMonitor.enabled=false"]));
-    ok(kubectl_with_input(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered)));
+    let rendered = must(helm(&[
+        "template",
+        "dry",
+        &chart(),
+        "--namespace",
+        &ns.name,
+        "--set",
+        "serviceMonitor.enabled=false",
+    ]));
+    ok(kubectl_with_input(
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(&rendered),
+    ));
 }
 
 #[tokio::test]
@@ -46,7 +74,16 @@ async fn helm_install_and_upgrade_succeed() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "helm-install").await;
     let release = format!("co-{}", &ns.name[ns.name.len() - 8..]);
-    must(helm(&["install", &release, &chart(), "--namespace", &ns.name, "--wait", "--timeout", "60s"]));
+    must(helm(&[
+        "install",
+        &release,
+        &chart(),
+        "--namespace",
+        &ns.name,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]));
     let name = format!("{release}-celery-operator");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let d = deployments.get(&name).await.expect("operator deployment");
@@ -54,11 +91,33 @@ async fn helm_install_and_upgrade_succeed() {
     assert_eq!(spec.replicas, Some(2), "two replicas by default");
     let pod = spec.template.spec.expect("pod");
     let c = &pod.containers[0];
-    assert!(c.args.as_ref().expect("args").contains(&"--leader-election".to_string()));
+    assert!(
+        c.args
+            .as_ref()
+            .expect("args")
+            .contains(&"--leader-election".to_string())
+    );
     let sc = c.security_context.as_ref().expect("security context");
-    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
-    assert_eq!(pod.security_context.and_then(|s| s.run_as_non_root), Some(true));
-    must(helm(&["upgrade", &release, &chart(), "--namespace", &ns.name, "--set", "replicaCount=3", "--wait", "--timeout", "60s"]));
+    assert_eq!(
+        (sc.read_only_root_filesystem, sc.allow_privilege_escalation),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+    must(helm(&[
+        "upgrade",
+        &release,
+        &chart(),
+        "--namespace",
+        &ns.name,
+        "--set",
+        "replicaCount=3",
+        "--wait",
+        "--timeout",
+        "60s",
+    ]));
     eventually(WAIT, "the upgraded replica count", || async {
         (deployments.get(&name).await.ok()?.spec?.replicas == Some(3)).then_some(())
     })
@@ -69,15 +128,29 @@ async fn helm_install_and_upgrade_succeed() {
 #[tokio::test]
 async fn kustomize_base_applies() {
     let deploy = repo_root().join("deploy");
-    ok(kubectl(&["apply", "--server-side", "-k", deploy.to_str().expect("utf-8")]));
+    ok(kubectl(&[
+        "apply",
+        "--server-side",
+        "-k",
+        deploy.to_str().expect("utf-8"),
+    ]));
     let client = client().await;
-    let d = Api::<Deployment>::namespaced(client.clone(), "celery-operator").get("celery-operator").await.expect("deployment");
+    let d = Api::<Deployment>::namespaced(client.clone(), "celery-operator")
+        .get("celery-operator")
+        .await
+        .expect("deployment");
     assert_eq!(d.spec.and_then(|s| s.replicas), Some(2));
 }
 
 /// A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest API).
-async fn service_account_kubeconfig(client: &kube::Client, ns: &str, sa: &str) -> std::path::PathBuf {
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}})).expect("request");
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    ns: &str,
+    sa: &str,
+) -> std::path::PathBuf {
+    let request: TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))
+            .expect("request");
     let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
         .create_token_request(sa, &PostParams::default(), &request)
         .await
@@ -85,7 +158,9 @@ async fn service_account_kubeconfig(client: &kube::Client, ns: &str, sa: &str) -
         .status
         .and_then(|s| s.token)
         .expect("token value");
-    let admin: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig")).expect("yaml");
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig"))
+            .expect("yaml");
     let cluster = admin["clusters"][0]["cluster"].clone();
     let config = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",
@@ -94,7 +169,10 @@ async fn service_account_kubeconfig(client: &kube::Client, ns: &str, sa: &str) -
         "contexts": [{"name": "sa", "context": {"cluster": "e2e", "user": sa, "namespace": ns}}],
         "current-context": "sa",
     });
-    let path = kubeconfig_path().parent().expect("dir").join(format!("sa-{ns}.kubeconfig"));
+    let path = kubeconfig_path()
+        .parent()
+        .expect("dir")
+        .join(format!("sa-{ns}.kubeconfig"));
     std::fs::write(&path, serde_yaml::to_string(&config).expect("yaml")).expect("write");
     path
 }
@@ -118,35 +196,82 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
     let release = format!("co-{}", &ns.name[ns.name.len() - 8..]);
     // Namespaced install, no in-cluster replicas: the operator runs on the host as its SA.
     must(helm(&[
-        "install", &release, &chart(), "--namespace", &ns.name,
-        "--set", &format!("watchNamespace={}", ns.name), "--set", "replicaCount=0",
+        "install",
+        &release,
+        &chart(),
+        "--namespace",
+        &ns.name,
+        "--set",
+        &format!("watchNamespace={}", ns.name),
+        "--set",
+        "replicaCount=0",
     ]));
     let sa = format!("{release}-celery-operator");
     let kubeconfig = service_account_kubeconfig(&client, &ns.name, &sa).await;
     let kc = kubeconfig.display().to_string();
-    let lease = ["--leader-election", "--lease-name", &sa, "--lease-namespace", &ns.name];
+    let lease = [
+        "--leader-election",
+        "--lease-name",
+        &sa,
+        "--lease-namespace",
+        &ns.name,
+    ];
     let _operator = Operator::start_with(&ns.name, &lease, &[("KUBECONFIG", &kc)]);
     for sample in ["rediscache.yaml", "workerpool.yaml"] {
         let path = repo_root().join("deploy/samples").join(sample);
-        ok(kubectl(&["apply", "-n", &ns.name, "-f", path.to_str().expect("utf-8")]));
+        ok(kubectl(&[
+            "apply",
+            "-n",
+            &ns.name,
+            "-f",
+            path.to_str().expect("utf-8"),
+        ]));
     }
-    ok(kubectl(&["wait", "-n", &ns.name, "--for=condition=Ready", "--timeout=60s", "rediscache/broker", "workerpool/default"]));
-    let events = ok(kubectl(&["get", "events", "-n", &ns.name, "--field-selector", "involvedObject.kind=RedisCache", "-o", "name"]));
+    ok(kubectl(&[
+        "wait",
+        "-n",
+        &ns.name,
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "rediscache/broker",
+        "workerpool/default",
+    ]));
+    let events = ok(kubectl(&[
+        "get",
+        "events",
+        "-n",
+        &ns.name,
+        "--field-selector",
+        "involvedObject.kind=RedisCache",
+        "-o",
+        "name",
+    ]));
     assert!(!events.trim().is_empty(), "the operator may record events");
 
     for allowed in [
         vec!["patch", "statefulsets", "-n", &ns.name],
         vec!["create", "secrets", "-n", &ns.name],
-        vec!["patch", "rediscaches", "--subresource=status", "-n", &ns.name],
+        vec![
+            "patch",
+            "rediscaches",
+            "--subresource=status",
+            "-n",
+            &ns.name,
+        ],
         vec!["patch", "leases", "-n", &ns.name],
+        vec!["patch", "pods", "-n", &ns.name],
     ] {
-        assert!(can_i(&kubeconfig, &allowed), "should be allowed: {allowed:?}");
+        assert!(
+            can_i(&kubeconfig, &allowed),
+            "should be allowed: {allowed:?}"
+        );
     }
     for denied in [
         vec!["get", "secrets", "-n", &other.name],
         vec!["list", "deployments", "-n", &other.name],
         vec!["delete", "statefulsets", "-n", &ns.name],
         vec!["delete", "secrets", "-n", &ns.name],
+        vec!["delete", "pods", "-n", &ns.name],
         vec!["update", "rediscaches", "-n", &ns.name],
         vec!["create", "clusterroles"],
         vec!["delete", "customresourcedefinitions"],
@@ -155,7 +280,15 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         assert!(!can_i(&kubeconfig, &denied), "must be denied: {denied:?}");
     }
     eventually(WAIT, "status written as the service account", || async {
-        let s = ok(kubectl(&["get", "wpool", "default", "-n", &ns.name, "-o", "jsonpath={.status.readyReplicas}"]));
+        let s = ok(kubectl(&[
+            "get",
+            "wpool",
+            "default",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]));
         (s == "2").then_some(())
     })
     .await;

@@ -1,6 +1,8 @@
 //! celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 
 pub mod api;
+pub mod autoscale;
+pub mod broker;
 pub mod celery;
 pub mod controller;
 pub mod http;

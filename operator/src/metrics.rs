@@ -27,6 +27,12 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
 /// Every series the operator exports.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +43,8 @@ pub struct Metrics {
     pub schedule_lateness: Histogram,
     pub pushes: Counter,
     pub push_failures: Family<FailureLabels, Counter>,
+    pub pool_backlog: Family<PoolLabels, Gauge>,
+    pub pool_desired_replicas: Family<PoolLabels, Gauge>,
     pub leader: Gauge,
     ready: AtomicBool,
 }
@@ -58,6 +66,8 @@ impl Default for Metrics {
         ]);
         let pushes = Counter::default();
         let push_failures = Family::<FailureLabels, Counter>::default();
+        let pool_backlog = Family::<PoolLabels, Gauge>::default();
+        let pool_desired_replicas = Family::<PoolLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register(
@@ -98,6 +108,8 @@ impl Default for Metrics {
             schedule_lateness,
             pushes,
             push_failures,
+            pool_backlog,
+            pool_desired_replicas,
             leader,
             ready: AtomicBool::new(false),
         }

@@ -44,6 +44,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: ["configmaps", "services", "secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Autoscaling marks busy worker pods with a pod-deletion-cost annotation.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -1,11 +1,23 @@
 //! `PeriodicTask`: the operator is the beat; it pushes Celery messages on a schedule.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use kube::KubeSchema;
+use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::shared::BrokerRef;
+use super::shared::{BrokerRef, TransportOptionsSpec};
+
+/// Annotation whose every new value pushes one extra run at once (like
+/// `kubectl create job --from=cronjob/...`).
+pub const RUN_NOW_ANNOTATION: &str = "celeryoperator.io/run-now";
+
+/// At most this many missed slots are pushed by `missedRunPolicy: RunAll` (the most recent
+/// ones); older missed slots are skipped.
+pub const RUN_ALL_CAP: usize = 100;
 
 /// A Celery task sent on an interval, a Celery crontab or a standard cron schedule.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -18,6 +30,8 @@ use super::shared::BrokerRef;
     category = "celery",
     status = "PeriodicTaskStatus",
     printcolumn = r#"{"name":"Task","type":"string","jsonPath":".spec.task"}"#,
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".status.schedule"}"#,
+    printcolumn = r#"{"name":"Suspend","type":"boolean","jsonPath":".spec.suspend"}"#,
     printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
     printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextScheduleTime"}"#,
     printcolumn = r#"{"name":"Runs","type":"integer","jsonPath":".status.totalRuns"}"#,
@@ -26,23 +40,126 @@ use super::shared::BrokerRef;
 #[serde(rename_all = "camelCase")]
 pub struct PeriodicTaskSpec {
     /// Registered Celery task name, e.g. `myapp.tasks.refresh_cache`.
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_.:]*$')")
+        .message("task must be a dotted Python name such as proj.tasks.refresh"))]
     pub task: String,
+    /// Positional arguments: a JSON array (default `[]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "json_array")]
+    pub args: Option<Value>,
+    /// Keyword arguments: a JSON object (default `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "json_object")]
+    pub kwargs: Option<Value>,
+    /// Queue (and routing key) to send to; default `celery`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.:@-]+$')")
+        .message("queue may hold letters, digits and _ . : @ -"))]
+    pub queue: Option<String>,
+    /// Message priority 0-9; on Redis 0 is served first (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 9))]
+    pub priority: Option<i32>,
+    /// The message expires this long after its slot (e.g. `30s`, `1h`); a worker discards
+    /// an expired message unrun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
+    pub expires: Option<String>,
+    /// Extra string headers; a worker sees them as `task.request.<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32), inner(length(max = 1024)))]
+    pub headers: BTreeMap<String, String>,
     /// When to send it.
-    pub schedule: Schedule,
+    pub schedule: ScheduleSpec,
+    /// IANA time zone crontab and cron are read in (default `UTC`). For `crontab`, Celery's
+    /// DST rules: a wall time skipped by a spring-forward gap fires shifted by the gap, an
+    /// ambiguous one fires once, at its first occurrence. For `cron`, a CronJob's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
+    /// No slot at or before this instant; `every` slots are anchored here (default: the
+    /// object's creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// No slot at or after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    /// Stops sending while true. Slots that fall while suspended are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    /// What to do with slots missed while the operator was down or the broker unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed_run_policy: Option<MissedRunPolicy>,
+    /// A slot older than this many seconds when it could be pushed is never pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
     /// The broker to push to.
     pub broker: BrokerRef,
+    /// The kombu Redis transport options of the workers; a publisher must use the same or
+    /// its messages are never read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_options: Option<TransportOptionsSpec>,
 }
 
 /// Exactly one of `every`, `crontab` or `cron`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Schedule {
-    /// A fixed interval such as `10s` or `1h15m40s`.
+#[x_kube(validation = Rule::new(
+    "(has(self.every) ? 1 : 0) + (has(self.crontab) ? 1 : 0) + (has(self.cron) ? 1 : 0) == 1"
+).message("set exactly one of every, crontab or cron"))]
+pub struct ScheduleSpec {
+    /// A fixed interval such as `10s` or `1h15m40s` (at least 1s); slots are anchored at
+    /// `startTime` or creation, so they never drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
     pub every: Option<String>,
-    /// A standard five-field cron expression, read as a Kubernetes CronJob reads it.
+    /// Celery's crontab, with Celery's semantics (AND of the day fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crontab: Option<CrontabSpec>,
+    /// A standard five-field cron expression or `@hourly`-style macro, read as a Kubernetes
+    /// CronJob reads it (OR of the day fields when both are restricted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
     pub cron: Option<String>,
+}
+
+/// Celery's `crontab(minute, hour, day_of_week, day_of_month, month_of_year)`; each field
+/// defaults to `*`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CrontabSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub minute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub hour: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub day_of_week: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub day_of_month: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub month_of_year: Option<String>,
+}
+
+/// Slots missed while the operator was down (or the broker unreachable).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum MissedRunPolicy {
+    /// Drop missed slots; only a slot that is due now (at most a few seconds late) runs.
+    Skip,
+    /// Run once for all missed slots (Celery beat's behaviour), for the latest of them.
+    #[default]
+    RunOnce,
+    /// Run every missed slot, oldest first, at most the 100 most recent ones.
+    RunAll,
 }
 
 /// Observed state of a PeriodicTask.
@@ -51,12 +168,98 @@ pub struct Schedule {
 pub struct PeriodicTaskStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The schedule as written, e.g. `every 10s`, `crontab 0 */3 * * *`, `cron @hourly`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The slot of the last run pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// The next slot, unless suspended, ended or invalid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// Celery task id of the last run pushed (also its result key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task_id: Option<String>,
+    /// Runs pushed, scheduled and run-now alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_runs: Option<i64>,
+    /// The value of the run-now annotation that was last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_now: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+fn json_array(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 256,
+        "items": {"x-kubernetes-preserve-unknown-fields": true},
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+fn json_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": 256,
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn schema() -> Value {
+        let crd = PeriodicTask::crd();
+        serde_json::to_value(&crd.spec.versions[0].schema).expect("schema")
+    }
+
+    #[test]
+    fn args_and_kwargs_keep_arbitrary_json() {
+        let s = schema();
+        let spec = &s["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["args"]["type"], "array");
+        assert_eq!(spec["args"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(spec["kwargs"]["type"], "object");
+        assert_eq!(spec["kwargs"]["x-kubernetes-preserve-unknown-fields"], true);
+    }
+
+    #[test]
+    fn schedule_requires_exactly_one_source() {
+        let s = schema();
+        let rules = &s["openAPIV3Schema"]["properties"]["spec"]["properties"]["schedule"]["x-kubernetes-validations"];
+        assert!(
+            rules
+                .to_string()
+                .contains("exactly one of every, crontab or cron")
+        );
+    }
+
+    #[test]
+    fn manifest_round_trips_with_defaults_omitted() {
+        let yaml = r#"
+task: proj.tasks.refresh
+args: [1, "two", {"three": 3}]
+kwargs: {"name": "Zoë ✓"}
+priority: 5
+schedule: {crontab: {minute: "0", hour: "*/3,8-12"}}
+missedRunPolicy: RunAll
+broker: {redisCache: broker}
+"#;
+        let spec: PeriodicTaskSpec = serde_yaml::from_str(yaml).expect("parse");
+        assert_eq!(spec.missed_run_policy, Some(MissedRunPolicy::RunAll));
+        assert_eq!(
+            spec.schedule
+                .crontab
+                .as_ref()
+                .and_then(|c| c.hour.as_deref()),
+            Some("*/3,8-12")
+        );
+        let back: PeriodicTaskSpec =
+            serde_json::from_value(serde_json::to_value(&spec).expect("json")).expect("back");
+        assert_eq!(back, spec);
+    }
 }

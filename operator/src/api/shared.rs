@@ -56,3 +56,43 @@ pub struct PodOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 }
+
+/// The kombu Redis transport options that shape key names
+/// (`broker_transport_options`); they must equal the workers' own.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.prioritySteps) || (self.prioritySteps.isSorted() && self.prioritySteps.all(x, self.prioritySteps.exists_one(y, y == x)))")
+    .message("prioritySteps must be strictly ascending"))]
+pub struct TransportOptionsSpec {
+    /// `priority_steps`, ascending (default `[0, 3, 6, 9]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10), inner(range(min = 0, max = 9)))]
+    pub priority_steps: Option<Vec<u8>>,
+    /// `sep` between queue name and step (default `"\x06\x16"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub separator: Option<String>,
+    /// `global_keyprefix`, prepended to every key (default empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub global_key_prefix: Option<String>,
+}
+
+impl TransportOptionsSpec {
+    /// The transport options a publisher or reader uses: the spec's, defaulted like kombu.
+    pub fn resolve(spec: Option<&Self>) -> crate::celery::TransportOptions {
+        let mut t = crate::celery::TransportOptions::default();
+        if let Some(o) = spec {
+            if let Some(steps) = &o.priority_steps {
+                t.priority_steps = steps.clone();
+            }
+            if let Some(sep) = &o.separator {
+                t.separator = sep.clone();
+            }
+            if let Some(prefix) = &o.global_key_prefix {
+                t.global_key_prefix = prefix.clone();
+            }
+        }
+        t
+    }
+}

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::shared::{BrokerRef, PodOverrides};
+use super::shared::{BrokerRef, PodOverrides, TransportOptionsSpec};
 
 /// Default grace period: Celery's warm shutdown waits for running tasks to finish.
 pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 300;
@@ -23,6 +23,8 @@ pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 300;
     printcolumn = r#"{"name":"Queues","type":"string","jsonPath":".spec.queues"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.waiting"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -92,6 +94,47 @@ pub struct WorkerPoolSpec {
     /// Pod scheduling and metadata overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverrides>,
+    /// Scale the workers on the queue backlog in Redis. While set, the operator owns the
+    /// Deployment's replicas and `replicas` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// The kombu Redis transport options of the workers (priority steps, separator, key
+    /// prefix), so the autoscaler reads the same keys the workers consume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport_options: Option<TransportOptionsSpec>,
+}
+
+/// Backlog-driven scaling of a WorkerPool.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas")
+    .message("autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// Fewest workers (default 1; 0 scales to zero after `idleBeforeScaleToZero`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: Option<i32>,
+    /// Most workers.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Tasks (waiting plus in flight) one worker pod takes; default `concurrency`, or 1 when
+    /// concurrency is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_tasks_per_replica: Option<i32>,
+    /// How often the backlog is read (default `1s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16))]
+    pub poll_interval: Option<String>,
+    /// Scale down only to the highest replica count wanted within this window (default `60s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16))]
+    pub scale_down_stabilization: Option<String>,
+    /// With `minReplicas: 0`, keep one worker until the queues were empty this long
+    /// (default `300s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16))]
+    pub idle_before_scale_to_zero: Option<String>,
 }
 
 fn default_queues() -> Vec<String> {
@@ -133,7 +176,20 @@ pub struct WorkerPoolStatus {
     /// Worker pods that are ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
-    /// `Ready` and `BrokerResolved`.
+    /// Messages waiting in the pool's queues (every priority key), when autoscaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<i64>,
+    /// Messages the pool's workers hold: running (heartbeats' `active`) plus reserved
+    /// (`unacked` entries of the pool's queues), when autoscaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<i64>,
+    /// Replicas the autoscaler wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// When the autoscaler last changed the replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// `Ready`, `BrokerResolved`, and with autoscaling `ScalingActive` and `ScalingLimited`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -70,6 +70,8 @@ pub struct Inputs<'a> {
     pub selector: BTreeMap<String, String>,
     pub owner: OwnerReference,
     pub spec: &'a WorkerPoolSpec,
+    /// `spec.replicas`, or the autoscaler's decision.
+    pub replicas: i32,
     /// Broker and result backend URL variables (from Secrets), set before the user's env so
     /// the user's variables can refer to them.
     pub url_env: Vec<EnvVar>,
@@ -107,7 +109,7 @@ pub fn build(i: Inputs<'_>) -> Deployment {
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas.unwrap_or(1)),
+            replicas: Some(i.replicas),
             selector: LabelSelector {
                 match_labels: Some(i.selector),
                 ..Default::default()
@@ -228,6 +230,7 @@ mod tests {
             selector: BTreeMap::from([("a".to_string(), "b".to_string())]),
             owner: OwnerReference::default(),
             spec: &s,
+            replicas: 3,
             url_env: vec![url],
         });
         let spec = d.spec.expect("spec");

@@ -1,10 +1,15 @@
-//! WorkerPool controller: resolves the broker, applies the worker Deployment, reports status.
+//! WorkerPool controller: resolves the broker, applies the worker Deployment, reports status;
+//! with `autoscaling`, the autoscaler loop decides the replicas from the queue backlog.
 
+pub mod autoscaler;
 pub mod broker;
 pub mod deployment;
+pub mod heartbeats;
+pub mod load;
 pub mod status;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,14 +23,36 @@ use kube::{Api, ResourceExt};
 use super::apply::{apply_and_report, write_status};
 use super::labels::{namespace, object_labels, owner_reference, selector_labels};
 use super::{Context, Error, Result, requeue_after};
+use crate::api::shared::TransportOptionsSpec;
+use crate::api::worker_pool::Autoscaling;
 use crate::api::{RedisCache, WorkerPool};
+use crate::autoscale::Policy;
+use crate::schedule::Interval;
+use autoscaler::{Autoscaler, Target};
 
 const APP: &str = "celery-worker";
 
+/// What a WorkerPool reconcile gets: the shared context and the autoscaler.
+pub struct PoolContext {
+    pub ctx: Arc<Context>,
+    pub autoscaler: Arc<Autoscaler>,
+}
+
 pub async fn run(ctx: Arc<Context>) {
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=celery-operator");
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let autoscaler = Arc::new(Autoscaler::new(
+        ctx.client.clone(),
+        ctx.metrics.clone(),
+        trigger,
+    ));
+    tokio::spawn(autoscaler.clone().run());
     let controller = Controller::new(ctx.watched::<WorkerPool>(), watcher::Config::default());
     let pools = controller.store();
+    let pool_ctx = Arc::new(PoolContext {
+        ctx: ctx.clone(),
+        autoscaler,
+    });
     // A RedisCache appearing or changing may resolve the broker of the pools that use it.
     controller
         .owns(ctx.watched::<Deployment>(), owned)
@@ -42,8 +69,10 @@ pub async fn run(ctx: Arc<Context>) {
                     .collect::<Vec<_>>()
             },
         )
+        // The autoscaler asks for a reconcile when its decision changes.
+        .reconcile_on(triggered)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, pool_ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -54,15 +83,21 @@ fn uses_redis_cache(wp: &WorkerPool, name: &str) -> bool {
         .any(|b| b.redis_cache.as_deref() == Some(name))
 }
 
-fn error_policy(wp: Arc<WorkerPool>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(wp: Arc<WorkerPool>, err: &Error, _ctx: Arc<PoolContext>) -> Action {
     tracing::warn!(workerpool = %wp.name_any(), namespace = wp.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), "reconcile failed");
     Action::requeue(requeue_after(err))
 }
 
-async fn reconcile(wp: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action> {
+    let ctx = &pctx.ctx;
     let _timer = ctx.metrics.reconcile_started("WorkerPool");
     let ns = namespace(&*wp)?;
-    let result = apply_all(&wp, &ctx, &ns).await;
+    let key = ObjectRef::from_obj(&*wp);
+    if wp.metadata.deletion_timestamp.is_some() {
+        pctx.autoscaler.unregister(&key).await;
+        return Ok(Action::await_change());
+    }
+    let result = apply_all(&wp, &pctx, &ns).await;
     if let Err(err) = &result {
         ctx.metrics
             .reconcile_failed("WorkerPool", err.metric_label());
@@ -89,9 +124,45 @@ async fn reconcile(wp: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action> {
     result
 }
 
-async fn apply_all(wp: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action> {
+/// The autoscaling policy of a spec, defaults applied; the error names the field.
+pub fn policy(a: &Autoscaling, concurrency: Option<i32>) -> Result<(Policy, Duration), String> {
+    let duration =
+        |field: &str, value: &Option<String>, default: u64| -> Result<Duration, String> {
+            match value {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => Interval::parse(v)
+                    .map(|i| Duration::from_secs(u64::try_from(i.seconds()).unwrap_or(1)))
+                    .map_err(|e| format!("spec.autoscaling.{field}: {e}")),
+            }
+        };
+    let non_negative = |v: i32| u32::try_from(v).unwrap_or(0);
+    let policy = Policy {
+        min_replicas: non_negative(a.min_replicas.unwrap_or(1)),
+        max_replicas: non_negative(a.max_replicas),
+        target_tasks_per_replica: non_negative(
+            a.target_tasks_per_replica.or(concurrency).unwrap_or(1),
+        )
+        .max(1),
+        scale_down_stabilization: duration(
+            "scaleDownStabilization",
+            &a.scale_down_stabilization,
+            60,
+        )?,
+        idle_before_scale_to_zero: duration(
+            "idleBeforeScaleToZero",
+            &a.idle_before_scale_to_zero,
+            300,
+        )?,
+    };
+    let poll = duration("pollInterval", &a.poll_interval, 1)?;
+    Ok((policy, poll))
+}
+
+async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Action> {
+    let ctx = &pctx.ctx;
     let name = wp.name_any();
     let c = &ctx.client;
+    let key = ObjectRef::from_obj(wp);
     let mut url_env = {
         let b = broker::resolve(c, ns, "spec.broker", &wp.spec.broker)
             .await
@@ -104,6 +175,45 @@ async fn apply_all(wp: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action> {
             .map_err(Error::BrokerUnresolved)?;
         url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b));
     }
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
+    let (replicas, measurement) = match &wp.spec.autoscaling {
+        None => {
+            pctx.autoscaler.unregister(&key).await;
+            (wp.spec.replicas.unwrap_or(1), None)
+        }
+        Some(a) => {
+            let (policy, poll_interval) =
+                policy(a, wp.spec.concurrency).map_err(Error::InvalidSpec)?;
+            let url = super::periodic_task::url::resolve(c, ns, &wp.spec.broker)
+                .await
+                .map_err(Error::BrokerUnresolved)?
+                .0;
+            let target = Target {
+                namespace: ns.to_string(),
+                name: name.clone(),
+                url,
+                keys: load::PoolKeys {
+                    queues: wp.spec.queues.clone(),
+                    transport: TransportOptionsSpec::resolve(wp.spec.transport_options.as_ref()),
+                },
+                policy: policy.clone(),
+                poll_interval,
+            };
+            pctx.autoscaler.register(key.clone(), target).await;
+            let measurement = pctx.autoscaler.measurement(&key).await;
+            // Before the first reading, keep what runs (or start at the minimum).
+            let current = deployments
+                .get_opt(&name)
+                .await?
+                .and_then(|d| d.spec)
+                .and_then(|s| s.replicas);
+            let replicas = match &measurement {
+                Some(m) => i32::try_from(m.decision.desired).unwrap_or(i32::MAX),
+                None => current.unwrap_or(i32::try_from(policy.min_replicas).unwrap_or(0)),
+            };
+            (replicas, measurement)
+        }
+    };
     let desired = deployment::build(deployment::Inputs {
         name: &name,
         namespace: ns,
@@ -111,16 +221,35 @@ async fn apply_all(wp: &WorkerPool, ctx: &Context, ns: &str) -> Result<Action> {
         selector: selector_labels(APP, &name),
         owner: owner_reference(wp)?,
         spec: &wp.spec,
+        replicas,
         url_env,
     });
-    let applied = apply_and_report(ctx, wp, &Api::namespaced(c.clone(), ns), &desired).await?;
-    write_status(
-        c,
-        wp,
-        ns,
-        wp.status.as_ref(),
-        status::observed(wp, &applied, Timestamp::now()),
-    )
-    .await?;
+    let applied = apply_and_report(ctx, wp, &deployments, &desired).await?;
+    let autoscaled = wp.spec.autoscaling.as_ref().map(|_| measurement.as_ref());
+    let new_status = status::observed(wp, &applied, autoscaled, Timestamp::now());
+    if wp.spec.autoscaling.is_some() {
+        let was_active = crate::controller::conditions::is_true(
+            wp.status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or(&[]),
+            status::SCALING_ACTIVE,
+        );
+        if let Some(err) = measurement
+            .as_ref()
+            .and_then(|m| m.error.as_ref())
+            .filter(|_| was_active)
+        {
+            ctx.publish(
+                wp,
+                EventType::Warning,
+                "BrokerUnreachable",
+                "Autoscale",
+                format!("holding {replicas} replicas: {err}"),
+            )
+            .await;
+        }
+    }
+    write_status(c, wp, ns, wp.status.as_ref(), new_status).await?;
     Ok(Action::await_change())
 }

@@ -4,11 +4,17 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::autoscaler::Measurement;
 use crate::api::worker_pool::{WorkerPool, WorkerPoolStatus};
+use crate::autoscale::Limit;
 use crate::controller::conditions::{Observed, merge};
 
 pub const READY: &str = "Ready";
 pub const BROKER_RESOLVED: &str = "BrokerResolved";
+pub const SCALING_ACTIVE: &str = "ScalingActive";
+pub const SCALING_LIMITED: &str = "ScalingLimited";
 
 fn previous(wp: &WorkerPool) -> &[Condition] {
     wp.status
@@ -17,8 +23,14 @@ fn previous(wp: &WorkerPool) -> &[Condition] {
         .unwrap_or(&[])
 }
 
-/// Status after the Deployment was applied.
-pub fn observed(wp: &WorkerPool, deploy: &Deployment, now: Timestamp) -> WorkerPoolStatus {
+/// Status after the Deployment was applied; `autoscaling` is the autoscaler's latest
+/// measurement for an autoscaled pool (None before its first reading).
+pub fn observed(
+    wp: &WorkerPool,
+    deploy: &Deployment,
+    autoscaling: Option<Option<&Measurement>>,
+    now: Timestamp,
+) -> WorkerPoolStatus {
     let want = deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = deploy.status.clone().unwrap_or_default();
     let ready = status.ready_replicas.unwrap_or(0);
@@ -39,20 +51,76 @@ pub fn observed(wp: &WorkerPool, deploy: &Deployment, now: Timestamp) -> WorkerP
             format!("{ready}/{want} workers ready"),
         )
     };
-    WorkerPoolStatus {
+    let mut conditions = vec![
+        Observed::new(BROKER_RESOLVED, true, "Resolved", "broker Secret found"),
+        ready_condition,
+    ];
+    let mut s = WorkerPoolStatus {
         observed_generation: wp.metadata.generation,
         replicas: Some(status.replicas.unwrap_or(0)),
         ready_replicas: Some(ready),
-        conditions: merge(
-            previous(wp),
-            vec![
-                Observed::new(BROKER_RESOLVED, true, "Resolved", "broker Secret found"),
-                ready_condition,
-            ],
-            wp.metadata.generation,
-            now,
-        ),
+        ..Default::default()
+    };
+    if let Some(m) = autoscaling {
+        conditions.extend(scaling_conditions(m, want));
+        if let Some(m) = m {
+            s.waiting = Some(i64::try_from(m.load.waiting).unwrap_or(i64::MAX));
+            s.in_flight = Some(i64::try_from(m.load.in_flight).unwrap_or(i64::MAX));
+            s.desired_replicas = Some(i32::try_from(m.decision.desired).unwrap_or(i32::MAX));
+            s.last_scale_time = m
+                .last_scale_time
+                .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
+                .map(Time);
+        }
     }
+    s.conditions = merge(previous(wp), conditions, wp.metadata.generation, now);
+    s
+}
+
+fn scaling_conditions(m: Option<&Measurement>, replicas: i32) -> Vec<Observed> {
+    let Some(m) = m else {
+        return vec![Observed::new(
+            SCALING_ACTIVE,
+            false,
+            "WaitingForFirstReading",
+            "the backlog has not been read yet",
+        )];
+    };
+    let active = match &m.error {
+        Some(err) => Observed::new(
+            SCALING_ACTIVE,
+            false,
+            "BrokerUnreachable",
+            format!("holding {replicas} replicas: {err}"),
+        ),
+        None => Observed::new(
+            SCALING_ACTIVE,
+            true,
+            "ValidMetric",
+            format!("{} waiting, {} in flight", m.load.waiting, m.load.in_flight),
+        ),
+    };
+    let limited = match m.decision.limited {
+        Some(Limit::AtMax) => Observed::new(
+            SCALING_LIMITED,
+            true,
+            "TooManyReplicas",
+            "the backlog wants more than maxReplicas",
+        ),
+        Some(Limit::AtMin) => Observed::new(
+            SCALING_LIMITED,
+            true,
+            "TooFewReplicas",
+            "the backlog wants fewer than minReplicas",
+        ),
+        None => Observed::new(
+            SCALING_LIMITED,
+            false,
+            "DesiredWithinRange",
+            "the desired replicas are within min and max",
+        ),
+    };
+    vec![active, limited]
 }
 
 /// Status when the broker (or result backend) cannot be resolved: the Deployment is left as
@@ -126,7 +194,7 @@ mod tests {
     #[test]
     fn ready_only_when_every_wanted_worker_is_ready() {
         let wp = WorkerPool::new("w", WorkerPoolSpec::default());
-        let s = observed(&wp, &deploy(3, 2), Timestamp::UNIX_EPOCH);
+        let s = observed(&wp, &deploy(3, 2), None, Timestamp::UNIX_EPOCH);
         let ready = s
             .conditions
             .iter()
@@ -136,12 +204,64 @@ mod tests {
             (ready.status.as_str(), ready.message.as_str()),
             ("False", "2/3 workers ready")
         );
-        let s = observed(&wp, &deploy(3, 3), Timestamp::UNIX_EPOCH);
+        let s = observed(&wp, &deploy(3, 3), None, Timestamp::UNIX_EPOCH);
         assert!(crate::controller::conditions::is_true(&s.conditions, READY));
         assert!(crate::controller::conditions::is_true(
             &s.conditions,
             BROKER_RESOLVED
         ));
+    }
+
+    #[test]
+    fn autoscaled_status_reports_load_desired_and_limits() {
+        use crate::autoscale::{Decision, Load};
+        let wp = WorkerPool::new("w", WorkerPoolSpec::default());
+        let m = Measurement {
+            load: Load {
+                waiting: 40,
+                in_flight: 3,
+            },
+            decision: Decision {
+                desired: 10,
+                limited: Some(Limit::AtMax),
+            },
+            error: None,
+            last_scale_time: None,
+        };
+        let s = observed(&wp, &deploy(10, 10), Some(Some(&m)), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            (s.waiting, s.in_flight, s.desired_replicas),
+            (Some(40), Some(3), Some(10))
+        );
+        let limited = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SCALING_LIMITED)
+            .expect("limited");
+        assert_eq!(
+            (limited.status.as_str(), limited.reason.as_str()),
+            ("True", "TooManyReplicas")
+        );
+        let unreachable = Measurement {
+            error: Some("cannot connect".into()),
+            ..m
+        };
+        let s = observed(
+            &wp,
+            &deploy(10, 10),
+            Some(Some(&unreachable)),
+            Timestamp::UNIX_EPOCH,
+        );
+        let active = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SCALING_ACTIVE)
+            .expect("active");
+        assert_eq!(
+            (active.status.as_str(), active.reason.as_str()),
+            ("False", "BrokerUnreachable")
+        );
+        assert_eq!(active.message, "holding 10 replicas: cannot connect");
     }
 
     #[test]

@@ -1,0 +1,588 @@
+//! PeriodicTask end to end: the operator (the beat) against the real control plane pushes
+//! into a real redis-server that a real Celery worker of the test app consumes.
+//! Each test has its own namespace, redis-server, operator and worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
+use celery_operator::celery::task_id_for_slot;
+use celery_operator::controller::periodic_task::plan::run_now_task_id;
+use celery_operator_e2e::celery::CeleryWorker;
+use celery_operator_e2e::operator::Operator;
+use celery_operator_e2e::redis::RedisServer;
+use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, kubectl_with_input, ok};
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "pt-s3cret-Zq9";
+
+struct Harness {
+    ns: TestNamespace,
+    redis: RedisServer,
+    operator: Operator,
+    api: Api<PeriodicTask>,
+    client: kube::Client,
+}
+
+impl Harness {
+    /// Namespace, a password-protected redis-server, a Secret `broker` holding its URL and
+    /// the operator watching the namespace.
+    async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let ns = TestNamespace::new(&client, prefix).await;
+        let redis = RedisServer::start(None, Some(PASSWORD), &["--save", ""]);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "broker"},
+            "stringData": {"url": redis.url(0)},
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+        let operator = Operator::start(&ns.name);
+        let api = Api::namespaced(client.clone(), &ns.name);
+        Self {
+            ns,
+            redis,
+            operator,
+            api,
+            client,
+        }
+    }
+
+    fn apply(&self, name: &str, spec: Value) {
+        let manifest = json!({
+            "apiVersion": "celeryoperator.io/v1alpha1",
+            "kind": "PeriodicTask",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        ok(kubectl_with_input(
+            &["apply", "-n", &self.ns.name, "-f", "-"],
+            Some(&manifest.to_string()),
+        ));
+    }
+
+    fn patch(&self, name: &str, patch: Value) {
+        ok(kubectl(&[
+            "patch",
+            "-n",
+            &self.ns.name,
+            "periodictask",
+            name,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]));
+    }
+
+    async fn get(&self, name: &str) -> PeriodicTask {
+        self.api.get(name).await.expect("get periodictask")
+    }
+
+    async fn status(&self, name: &str) -> PeriodicTaskStatus {
+        self.get(name).await.status.unwrap_or_default()
+    }
+
+    async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        self.status(name)
+            .await
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status, c.reason))
+    }
+
+    async fn runs(&self, name: &str) -> i64 {
+        self.status(name).await.total_runs.unwrap_or(0)
+    }
+
+    /// A Celery worker of the test app consuming `queues` from this Redis.
+    fn worker(&self, queues: &str) -> CeleryWorker {
+        let env = BTreeMap::from([("CELERY_BROKER_URL".to_string(), self.redis.url(0))]);
+        let args: Vec<String> = [
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "threads",
+            "-c",
+            "4",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([format!("pt-{}@%h", uuid::Uuid::new_v4().simple())])
+        .collect();
+        CeleryWorker::start(&args, &env)
+    }
+
+    /// The executions the `record` task appended, in order.
+    fn executed(&self) -> Vec<Value> {
+        let out = self.redis.cli(&["LRANGE", "e2e:executed", "0", "-1"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("record entry is JSON"))
+            .collect()
+    }
+
+    fn executed_ids(&self, task: &str) -> Vec<String> {
+        self.executed()
+            .iter()
+            .filter(|e| e["kwargs"]["tag"] == task)
+            .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns.name)
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+
+    fn assert_no_secret_leaked(&self) {
+        let log = self.operator.log_text();
+        assert!(
+            !log.contains(PASSWORD),
+            "the operator logged the broker password"
+        );
+        let all = ok(kubectl(&[
+            "get",
+            "events,periodictasks",
+            "-n",
+            &self.ns.name,
+            "-o",
+            "yaml",
+        ]));
+        assert!(
+            !all.contains(PASSWORD),
+            "the password leaked into events or status"
+        );
+    }
+}
+
+fn every(tag: &str, every: &str) -> Value {
+    json!({
+        "task": "tasks.record",
+        "kwargs": {"tag": tag},
+        "schedule": {"every": every},
+        "broker": {"secretKeyRef": {"name": "broker", "key": "url"}},
+    })
+}
+
+fn assert_unique(ids: &[String]) {
+    let set: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(set.len(), ids.len(), "duplicate task ids among {ids:?}");
+}
+
+/// Slot task ids of an every-second task from its creation up to `last` (inclusive).
+fn expected_ids(pt: &PeriodicTask, last: DateTime<Utc>) -> Vec<String> {
+    let uid = pt.uid().expect("uid");
+    let created = pt.creation_timestamp().expect("created").0.as_second();
+    let mut slot = DateTime::from_timestamp(created, 0).expect("ts") + TimeDelta::seconds(1);
+    let mut ids = Vec::new();
+    while slot <= last {
+        ids.push(task_id_for_slot(&uid, &slot).expect("id").to_string());
+        slot += TimeDelta::seconds(1);
+    }
+    ids
+}
+
+fn last_schedule(s: &PeriodicTaskStatus) -> DateTime<Utc> {
+    let t = s.last_schedule_time.as_ref().expect("lastScheduleTime");
+    DateTime::from_timestamp_micros(t.0.as_microsecond()).expect("ts")
+}
+
+#[tokio::test]
+async fn every_second_runs_with_args_and_unicode_kwargs_and_kubectl_shows_it_moving() {
+    let h = Harness::new("pt-every").await;
+    let _worker = h.worker("celery");
+    let kwargs = json!({"tag": "tick", "name": "Zoë ✓ 日本語", "n": {"deep": [1, 2.5, null]}});
+    h.apply(
+        "tick",
+        json!({
+            "task": "tasks.record",
+            "args": [1, "two", {"three": 3}],
+            "kwargs": kwargs,
+            "schedule": {"every": "1s"},
+            "broker": {"secretKeyRef": {"name": "broker", "key": "url"}},
+        }),
+    );
+    let entries = eventually(WAIT, "5 executions of tick", || async {
+        let e: Vec<Value> = h
+            .executed()
+            .into_iter()
+            .filter(|e| e["kwargs"]["tag"] == "tick")
+            .collect();
+        (e.len() >= 5).then_some(e)
+    })
+    .await;
+    for e in &entries {
+        assert_eq!(e["task"], "tasks.record");
+        assert_eq!(e["args"], json!([1, "two", {"three": 3}]));
+        assert_eq!(e["kwargs"], kwargs);
+        assert_eq!(e["queue"], "celery");
+    }
+    // One per second: consecutive executions about a second apart, never a burst.
+    let times: Vec<f64> = entries.iter().filter_map(|e| e["time"].as_f64()).collect();
+    for w in times.windows(2).skip(1) {
+        let gap = w[1] - w[0];
+        assert!(
+            (0.5..1.6).contains(&gap),
+            "executions {gap:.3}s apart: {times:?}"
+        );
+    }
+    let ids: Vec<String> = entries
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().into())
+        .collect();
+    assert_unique(&ids);
+    // The ids are the slot ids: derived from (uid, slot).
+    let pt = h.get("tick").await;
+    let expected = expected_ids(&pt, last_schedule(&h.status("tick").await));
+    for id in &ids {
+        assert!(expected.contains(id), "{id} is not a slot id");
+    }
+
+    // kubectl get shows Last/Next/Runs moving.
+    let row = |out: String| out.lines().nth(1).unwrap_or_default().to_string();
+    let first = row(ok(kubectl(&["get", "periodictasks", "-n", &h.ns.name])));
+    let header = ok(kubectl(&["get", "ptask", "-n", &h.ns.name]));
+    for col in ["TASK", "SCHEDULE", "SUSPEND", "LAST", "NEXT", "RUNS", "AGE"] {
+        assert!(header.contains(col), "{col} missing in\n{header}");
+    }
+    assert!(first.contains("every 1s"), "{first}");
+    let runs_before = h.runs("tick").await;
+    let next_before = h.status("tick").await.next_schedule_time;
+    eventually(WAIT, "Runs and Next to move", || async {
+        let s = h.status("tick").await;
+        (s.total_runs.unwrap_or(0) >= runs_before + 2 && s.next_schedule_time != next_before)
+            .then_some(())
+    })
+    .await;
+    let second = row(ok(kubectl(&["get", "periodictasks", "-n", &h.ns.name])));
+    assert_ne!(first, second, "kubectl get output did not move");
+    for c in ["Ready", "BrokerReachable", "ScheduleValid"] {
+        assert_eq!(
+            h.condition("tick", c).await.map(|c| c.0).as_deref(),
+            Some("True"),
+            "{c}"
+        );
+    }
+
+    // Run now: a new annotation value pushes one extra run, recorded in status.
+    ok(kubectl(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "periodictask",
+        "tick",
+        "celeryoperator.io/run-now=first",
+        "--overwrite",
+    ]));
+    let run_now_id = run_now_task_id(&pt.uid().expect("uid"), "first").to_string();
+    eventually(WAIT, "the run-now execution", || async {
+        h.executed()
+            .iter()
+            .any(|e| e["id"] == run_now_id.as_str())
+            .then_some(())
+    })
+    .await;
+    eventually(WAIT, "status.lastRunNow", || async {
+        (h.status("tick").await.last_run_now.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.executed()
+            .iter()
+            .filter(|e| e["id"] == run_now_id.as_str())
+            .count(),
+        1,
+        "run-now pushed once"
+    );
+    h.assert_no_secret_leaked();
+}
+
+#[tokio::test]
+async fn priority_lands_on_its_step_key_and_expired_messages_are_discarded_unrun() {
+    let h = Harness::new("pt-prio").await;
+    let mut spec = every("prio", "1s");
+    spec["queue"] = json!("prio");
+    spec["priority"] = json!(7);
+    spec["expires"] = json!("2s");
+    h.apply("prio", spec);
+    // No worker yet: the messages wait in the list of step 6 (kombu's steps 0,3,6,9).
+    let key = "prio\x06\x166";
+    let raw = eventually(WAIT, "3 messages on the step-6 key", || async {
+        let out = h.redis.cli(&["LRANGE", key, "0", "-1"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.lines().count() >= 3).then_some(text)
+    })
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&h.redis.cli(&["LLEN", "prio"]).stdout).trim(),
+        "0",
+        "nothing on the bare queue key"
+    );
+    let msg = celery_operator::celery::decode_envelope(raw.lines().next().expect("one"))
+        .expect("decodes");
+    assert_eq!((msg.priority, msg.routing_key.as_str()), (7, "prio"));
+    assert!(msg.expires.is_some(), "expires header is set");
+    // Stop sending, let them expire, then start a worker: it discards them unrun.
+    h.patch("prio", json!({"spec": {"suspend": true}}));
+    eventually(WAIT, "suspend observed", || async {
+        h.status("prio")
+            .await
+            .next_schedule_time
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let pending = String::from_utf8_lossy(&h.redis.cli(&["LLEN", key]).stdout)
+        .trim()
+        .parse::<usize>()
+        .expect("llen");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let worker = h.worker("prio");
+    eventually(WAIT, "the worker to drain the step key", || async {
+        (String::from_utf8_lossy(&h.redis.cli(&["LLEN", key]).stdout).trim() == "0").then_some(())
+    })
+    .await;
+    // Nothing revoked these tasks but their `expires` header: the worker reports them as
+    // revoked (SPEC.md: an expired message is discarded as revoked, acked, never run).
+    eventually(
+        WAIT,
+        "the worker to discard the expired messages",
+        || async {
+            let log = worker.log_text();
+            (log.matches("Discarding revoked task: tasks.record").count() >= pending).then_some(())
+        },
+    )
+    .await;
+    assert!(h.executed_ids("prio").is_empty(), "an expired message ran");
+}
+
+#[tokio::test]
+async fn suspend_stops_resume_continues_delete_stops() {
+    let h = Harness::new("pt-suspend").await;
+    let _worker = h.worker("celery");
+    h.apply("s", every("s", "1s"));
+    eventually(WAIT, "2 executions", || async {
+        (h.executed_ids("s").len() >= 2).then_some(())
+    })
+    .await;
+
+    h.patch("s", json!({"spec": {"suspend": true}}));
+    eventually(WAIT, "Next cleared by suspend", || async {
+        h.status("s")
+            .await
+            .next_schedule_time
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let suspended_at = h.executed_ids("s").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.executed_ids("s").len(),
+        suspended_at,
+        "ran while suspended"
+    );
+    let out = ok(kubectl(&["get", "ptask", "s", "-n", &h.ns.name]));
+    assert!(out.contains("true"), "Suspend column shows true:\n{out}");
+
+    h.patch("s", json!({"spec": {"suspend": false}}));
+    eventually(WAIT, "runs after resume", || async {
+        (h.executed_ids("s").len() >= suspended_at + 2).then_some(())
+    })
+    .await;
+    // Slots that fell while suspended were skipped, not caught up in a burst.
+    let resumed = h.executed_ids("s").len();
+    assert!(
+        resumed <= suspended_at + 3,
+        "caught up suspended slots: {resumed} vs {suspended_at}"
+    );
+
+    h.api
+        .delete("s", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually(WAIT, "deleted", || async {
+        h.api
+            .get_opt("s")
+            .await
+            .expect("get")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after_delete = h.executed_ids("s").len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.executed_ids("s").len(), after_delete, "ran after delete");
+}
+
+#[tokio::test]
+async fn sigkill_during_a_run_never_duplicates_and_catches_up_per_policy() {
+    let mut h = Harness::new("pt-kill").await;
+    let _worker = h.worker("celery");
+    let mut all = every("all", "1s");
+    all["missedRunPolicy"] = json!("RunAll");
+    h.apply("all", all);
+    h.apply("once", every("once", "1s"));
+    eventually(WAIT, "both running", || async {
+        (h.executed_ids("all").len() >= 2 && h.executed_ids("once").len() >= 2).then_some(())
+    })
+    .await;
+    // Kill at varying points of a second, stay down a few slots, come back.
+    for (up_ms, down_ms) in [(1300, 3200), (700, 2500), (2100, 3600)] {
+        tokio::time::sleep(Duration::from_millis(up_ms)).await;
+        h.operator.kill();
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        h.operator.restart();
+    }
+    // Let it settle and catch up, then stop sending and let the worker drain.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in ["all", "once"] {
+        h.patch(name, json!({"spec": {"suspend": true}}));
+    }
+    eventually(WAIT, "both suspended", || async {
+        (h.status("all").await.next_schedule_time.is_none()
+            && h.status("once").await.next_schedule_time.is_none())
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // RunAll: every slot from creation to the last one ran exactly once.
+    let pt = h.get("all").await;
+    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let ran = eventually(WAIT, "RunAll executions to cover every slot", || async {
+        let ran = h.executed_ids("all");
+        let set: BTreeSet<&String> = ran.iter().collect();
+        expected.iter().all(|id| set.contains(id)).then_some(ran)
+    })
+    .await;
+    assert_unique(&ran);
+    assert_eq!(ran.len(), expected.len(), "RunAll ran exactly the slots");
+
+    // RunOnce: no duplicates, only slot ids, and downtime collapsed (fewer runs than slots).
+    let pt = h.get("once").await;
+    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let ran = h.executed_ids("once");
+    assert_unique(&ran);
+    for id in &ran {
+        assert!(expected.contains(id), "{id} is not a slot id of once");
+    }
+    let missing = expected.len() - ran.len();
+    assert!(
+        (3..expected.len()).contains(&missing),
+        "RunOnce collapses each outage into one run: ran {} of {} slots",
+        ran.len(),
+        expected.len()
+    );
+    assert_eq!(
+        h.status("all").await.total_runs.unwrap_or(0),
+        expected.len() as i64,
+        "totalRuns counts every RunAll slot once"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_outage_shows_broker_unreachable_and_recovers() {
+    let mut h = Harness::new("pt-outage").await;
+    h.apply("o", every("o", "1s"));
+    eventually(WAIT, "BrokerReachable=True", || async {
+        (h.condition("o", "BrokerReachable")
+            .await
+            .map(|c| c.0)
+            .as_deref()
+            == Some("True"))
+        .then_some(())
+    })
+    .await;
+    h.redis.stop();
+    eventually(WAIT, "BrokerReachable=False", || async {
+        (h.condition("o", "BrokerReachable").await == Some(("False".into(), "Unreachable".into())))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.condition("o", "Ready").await.map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    eventually(WAIT, "a BrokerUnreachable warning event", || async {
+        (!h.events("BrokerUnreachable").await.is_empty()).then_some(())
+    })
+    .await;
+    h.redis.restart();
+    let runs = h.runs("o").await;
+    eventually(WAIT, "recovery", || async {
+        (h.condition("o", "BrokerReachable")
+            .await
+            .map(|c| c.0)
+            .as_deref()
+            == Some("True")
+            && h.runs("o").await >= runs + 2)
+            .then_some(())
+    })
+    .await;
+    h.assert_no_secret_leaked();
+}
+
+#[tokio::test]
+async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
+    let h = Harness::new("pt-invalid").await;
+    h.apply(
+        "bad",
+        json!({
+            "task": "tasks.record",
+            "schedule": {"crontab": {"minute": "0", "hour": "25"}},
+            "broker": {"secretKeyRef": {"name": "broker", "key": "url"}},
+        }),
+    );
+    let msg = eventually(WAIT, "ScheduleValid=False", || async {
+        let s = h.status("bad").await;
+        s.conditions
+            .into_iter()
+            .find(|c| c.type_ == "ScheduleValid" && c.status == "False")
+            .map(|c| c.message)
+    })
+    .await;
+    assert!(msg.contains("hour") && msg.contains("25"), "{msg}");
+    // CEL refuses two schedule sources at admission.
+    let out = kubectl_with_input(
+        &["apply", "-n", &h.ns.name, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+                "metadata": {"name": "two"},
+                "spec": {"task": "tasks.record", "schedule": {"every": "1s", "cron": "@hourly"},
+                         "broker": {"secretKeyRef": {"name": "broker", "key": "url"}}}
+            })
+            .to_string(),
+        ),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one of every, crontab or cron"));
+}

@@ -1,0 +1,47 @@
+//! Redis brokers: cached connections and the atomic, exactly-once publish of a task message.
+//!
+//! URLs carry passwords, so nothing here logs or formats one: errors name what failed, never
+//! where.
+
+mod connections;
+mod publish;
+
+pub use connections::Connections;
+pub use publish::{PUBLISH_SCRIPT, PublishOutcome, publish_once};
+
+/// Why a broker operation failed; `metric_label` is short and stable for metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The URL does not parse as a Redis URL. The URL itself is never shown.
+    #[error("the broker URL is not a valid redis:// or rediss:// URL")]
+    InvalidUrl,
+    #[error("cannot connect to the broker: {0}")]
+    Connect(String),
+    #[error("broker command failed: {0}")]
+    Command(String),
+    #[error("broker did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl BrokerError {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            BrokerError::InvalidUrl => "invalid_url",
+            BrokerError::Connect(_) => "connect",
+            BrokerError::Command(_) => "command",
+            BrokerError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// A redis error as text without anything of the URL: redis-rs errors describe the
+    /// failure (kind, server message, OS error), not the address, but passwords are scrubbed
+    /// anyway in case a server echoes one.
+    pub(crate) fn describe(err: &redis::RedisError) -> String {
+        let text = err.to_string();
+        if text.contains("://") || text.contains('@') {
+            format!("{:?}", err.kind())
+        } else {
+            text
+        }
+    }
+}

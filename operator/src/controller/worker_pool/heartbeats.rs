@@ -1,0 +1,185 @@
+//! Running tasks per worker, from the heartbeats Celery workers publish (every 2 s by default)
+//! on `/<db>.celeryev/worker.heartbeat`. A running task with early acks is no longer in
+//! `unacked`, so heartbeats are what keep a pool busy with long tasks from scaling in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+/// A heartbeat older than this is ignored (three missed beats at Celery's default 2 s).
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
+
+#[derive(Clone, Copy, Debug)]
+struct Beat {
+    active: u64,
+    at: Instant,
+}
+
+/// Latest heartbeat per worker hostname of one broker.
+type BeatTable = Arc<Mutex<HashMap<String, Beat>>>;
+
+/// A [`BeatTable`] per broker URL, each fed by one subscriber task.
+#[derive(Default)]
+pub struct Heartbeats {
+    by_url: Mutex<HashMap<String, BeatTable>>,
+}
+
+impl Heartbeats {
+    /// Running tasks per live worker hostname of the broker at `url`; subscribes on first use.
+    pub async fn active(&self, url: &str) -> HashMap<String, u64> {
+        let table = {
+            let mut by_url = self.by_url.lock().await;
+            match by_url.get(url) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = Arc::new(Mutex::new(HashMap::new()));
+                    by_url.insert(url.to_string(), t.clone());
+                    tokio::spawn(subscribe(url.to_string(), t.clone()));
+                    t
+                }
+            }
+        };
+        let now = Instant::now();
+        table
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, b)| now.duration_since(b.at) < HEARTBEAT_TTL)
+            .map(|(h, b)| (h.clone(), b.active))
+            .collect()
+    }
+}
+
+/// The heartbeat channel of the database a URL names (`/0` when none).
+pub fn channel(url: &str) -> String {
+    let db = url
+        .rsplit_once('/')
+        .filter(|(head, _)| head.contains("://") && head.len() > "redis://".len())
+        .and_then(|(_, db)| db.split('?').next())
+        .and_then(|db| db.parse::<u32>().ok())
+        .unwrap_or(0);
+    format!("/{db}.celeryev/worker.heartbeat")
+}
+
+/// `(hostname, active, offline)` of a heartbeat envelope.
+pub fn parse(payload: &[u8]) -> Option<(String, u64, bool)> {
+    let envelope: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let body = envelope.get("body")?.as_str()?;
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let event: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let hostname = event.get("hostname")?.as_str()?.to_string();
+    let active = event.get("active").and_then(|a| a.as_u64()).unwrap_or(0);
+    let offline = event.get("type").and_then(|t| t.as_str()) == Some("worker-offline");
+    Some((hostname, active, offline))
+}
+
+/// Keeps a subscription open, reconnecting after a pause on any error.
+async fn subscribe(url: String, table: BeatTable) {
+    let channel = channel(&url);
+    loop {
+        if let Err(err) = listen(&url, &channel, &table).await {
+            tracing::debug!(error = %crate::broker::BrokerError::describe(&err), "heartbeat subscription lost; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen(
+    url: &str,
+    channel: &str,
+    table: &Mutex<HashMap<String, Beat>>,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    let mut messages = pubsub.on_message();
+    while let Some(msg) = messages.next().await {
+        if let Some((hostname, active, offline)) = parse(msg.get_payload_bytes()) {
+            let mut t = table.lock().await;
+            if offline {
+                t.remove(&hostname);
+            } else {
+                t.insert(
+                    hostname,
+                    Beat {
+                        active,
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod of `pool` a worker hostname belongs to: Celery names a worker `celery@<hostname>`
+/// and a Deployment's pod is `<pool>-<template hash>-<suffix>`, so exactly two segments must
+/// follow `<pool>-` (which keeps pool `a` from claiming the pods of pool `a-b`).
+pub fn pod_of_pool<'a>(hostname: &'a str, pool: &str) -> Option<&'a str> {
+    let pod = hostname.split_once('@').map(|(_, h)| h).unwrap_or(hostname);
+    let rest = pod.strip_prefix(pool)?.strip_prefix('-')?;
+    let mut parts = rest.split('-');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+    };
+    (ok(parts.next()) && ok(parts.next()) && parts.next().is_none()).then_some(pod)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_captured_idle_heartbeat_parses() {
+        let capture = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/celery-wire/monitor_worker_idle.txt"
+        ))
+        .expect("capture");
+        let line = capture
+            .lines()
+            .find(|l| l.contains("worker.heartbeat"))
+            .expect("a heartbeat");
+        // MONITOR quotes the payload: take the last argument and unescape it.
+        let quoted = line
+            .rsplit_once("\" \"")
+            .map(|(_, p)| p.trim_end_matches('"'))
+            .expect("payload");
+        let payload = quoted.replace("\\\"", "\"");
+        let (hostname, active, offline) = parse(payload.as_bytes()).expect("parsed");
+        assert_eq!((hostname.as_str(), active, offline), ("w3@local", 0, false));
+    }
+
+    #[test]
+    fn channel_follows_the_database() {
+        assert_eq!(
+            channel("redis://:p@h:6379/0"),
+            "/0.celeryev/worker.heartbeat"
+        );
+        assert_eq!(channel("redis://h:6379/3"), "/3.celeryev/worker.heartbeat");
+        assert_eq!(channel("redis://h:6379"), "/0.celeryev/worker.heartbeat");
+    }
+
+    #[test]
+    fn workers_map_to_their_pool_only() {
+        assert_eq!(
+            pod_of_pool("celery@default-7d9f8b6c5-x2x9z", "default"),
+            Some("default-7d9f8b6c5-x2x9z")
+        );
+        assert_eq!(
+            pod_of_pool("celery@default-mail-7d9f8b6c5-x2x9z", "default"),
+            None
+        );
+        assert_eq!(
+            pod_of_pool("celery@default-mail-7d9f8b6c5-x2x9z", "default-mail"),
+            Some("default-mail-7d9f8b6c5-x2x9z")
+        );
+        assert_eq!(pod_of_pool("celery@other-7d9f8b6c5-x2x9z", "default"), None);
+    }
+}
