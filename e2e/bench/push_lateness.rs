@@ -26,7 +26,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, PostParams};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -150,7 +150,9 @@ async fn api_run(redis: &RedisServer, n: usize) -> Option<Snapshot> {
         )
         .await
         .expect("secret");
-    let api: Api<PeriodicTask> = Api::namespaced(client.clone(), &ns);
+    let gvk = kube::api::GroupVersionKind::gvk("celeryoperator.io", "v1alpha1", "PeriodicTask");
+    let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "periodictasks");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
     // Phases spread over the second with startTime, as creation times would spread them.
     let start = Utc::now().timestamp() + 2;
     let created = futures_create(&api, n, start).await;
@@ -173,7 +175,7 @@ async fn api_run(redis: &RedisServer, n: usize) -> Option<Snapshot> {
     Some(snap)
 }
 
-async fn futures_create(api: &Api<PeriodicTask>, n: usize, start: i64) -> usize {
+async fn futures_create(api: &Api<DynamicObject>, n: usize, start: i64) -> usize {
     use futures::StreamExt;
     futures::stream::iter(0..n)
         .map(|i| {
@@ -181,7 +183,8 @@ async fn futures_create(api: &Api<PeriodicTask>, n: usize, start: i64) -> usize 
             async move {
                 let at = DateTime::from_timestamp(start, 0).expect("ts")
                     + TimeDelta::microseconds((i as i64 * 1_000_000) / n as i64);
-                let pt: PeriodicTask = serde_json::from_value(json!({
+                // Raw JSON: k8s Time would serialize startTime to whole seconds.
+                let pt: DynamicObject = serde_json::from_value(json!({
                     "apiVersion": "celeryoperator.io/v1alpha1",
                     "kind": "PeriodicTask",
                     "metadata": {"name": format!("t{i}")},

@@ -136,3 +136,27 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `kubectl apply -n ns -f deploy/samples/<file>`.
+pub fn apply_sample(ns: &str, file: &str) {
+    let path = repo_root().join("deploy/samples").join(file);
+    ok(kubectl(&[
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        path.to_str().expect("utf-8 path"),
+    ]));
+}
+
+/// `kubectl apply -n ns -f -` of `yaml`, returning the output (for rejection tests too).
+pub fn apply_yaml(ns: &str, yaml: &str) -> Output {
+    kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(yaml))
+}
+
+/// `kubectl wait --for=condition=Ready` on `objects` (e.g. `rediscache/broker`), 60 s.
+pub fn wait_ready(ns: &str, objects: &[&str]) {
+    let mut args = vec!["wait", "-n", ns, "--for=condition=Ready", "--timeout=60s"];
+    args.extend_from_slice(objects);
+    ok(kubectl(&args));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::{
-    TestNamespace, client, eventually, kubectl, kubectl_with_input, ok, repo_root,
+    TestNamespace, apply_sample, apply_yaml, client, eventually, kubectl, ok, wait_ready,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
@@ -16,32 +16,6 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn apply_sample(ns: &str, file: &str) {
-    let path = repo_root().join("deploy/samples").join(file);
-    ok(kubectl(&[
-        "apply",
-        "-n",
-        ns,
-        "-f",
-        path.to_str().expect("utf-8"),
-    ]));
-}
-
-fn apply_yaml(ns: &str, yaml: &str) -> std::process::Output {
-    kubectl_with_input(&["apply", "-n", ns, "-f", "-"], Some(yaml))
-}
-
-fn wait_ready(ns: &str, what: &str) {
-    ok(kubectl(&[
-        "wait",
-        "-n",
-        ns,
-        "--for=condition=Ready",
-        "--timeout=60s",
-        what,
-    ]));
-}
 
 fn secret_text(s: &Secret, key: &str) -> String {
     let bytes = s
@@ -88,8 +62,8 @@ async fn samples_become_ready_with_the_objects_their_specs_imply() {
     let operator = Operator::start(&ns.name);
     apply_sample(&ns.name, "rediscache.yaml");
     apply_sample(&ns.name, "workerpool.yaml");
-    wait_ready(&ns.name, "rediscache/broker");
-    wait_ready(&ns.name, "workerpool/default");
+    wait_ready(&ns.name, &["rediscache/broker"]);
+    wait_ready(&ns.name, &["workerpool/default"]);
 
     // RedisCache `broker`: redis.conf, Secrets, Services, StatefulSet, PDB.
     let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
@@ -253,8 +227,8 @@ async fn spec_changes_update_objects_and_a_config_change_rolls_the_pod() {
     let _operator = Operator::start(&ns.name);
     apply_sample(&ns.name, "rediscache.yaml");
     apply_sample(&ns.name, "workerpool.yaml");
-    wait_ready(&ns.name, "rediscache/broker");
-    wait_ready(&ns.name, "workerpool/default");
+    wait_ready(&ns.name, &["rediscache/broker"]);
+    wait_ready(&ns.name, &["workerpool/default"]);
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let checksum = |s: &StatefulSet| {
         s.spec
@@ -311,7 +285,7 @@ async fn spec_changes_update_objects_and_a_config_change_rolls_the_pod() {
         (spec.replicas == Some(3) && args.contains(&"--concurrency=4".to_string())).then_some(())
     })
     .await;
-    wait_ready(&ns.name, "workerpool/default");
+    wait_ready(&ns.name, &["workerpool/default"]);
 }
 
 #[tokio::test]
@@ -321,8 +295,8 @@ async fn password_and_objects_survive_reconciles_and_operator_restarts_untouched
     let mut operator = Operator::start(&ns.name);
     apply_sample(&ns.name, "rediscache.yaml");
     apply_sample(&ns.name, "workerpool.yaml");
-    wait_ready(&ns.name, "rediscache/broker");
-    wait_ready(&ns.name, "workerpool/default");
+    wait_ready(&ns.name, &["rediscache/broker"]);
+    wait_ready(&ns.name, &["workerpool/default"]);
     // Let status writes and kwok settle before taking the baseline.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
@@ -399,8 +373,8 @@ spec:
   persistence: {mode: rdb, size: 1Gi}
 "#,
     ));
-    wait_ready(&ns.name, "rediscache/kept");
-    wait_ready(&ns.name, "rediscache/dropped");
+    wait_ready(&ns.name, &["rediscache/kept"]);
+    wait_ready(&ns.name, &["rediscache/dropped"]);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
     eventually(WAIT, "both claims", || async {
         let names: Vec<String> = pvcs
@@ -485,7 +459,7 @@ async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
         "no Deployment without a broker"
     );
     apply_sample(&ns.name, "rediscache.yaml");
-    wait_ready(&ns.name, "workerpool/default");
+    wait_ready(&ns.name, &["workerpool/default"]);
     assert!(condition().starts_with("True:"));
 }
 

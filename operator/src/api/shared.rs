@@ -67,7 +67,7 @@ pub struct TransportOptionsSpec {
     /// `priority_steps`, ascending (default `[0, 3, 6, 9]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 10), inner(range(min = 0, max = 9)))]
-    pub priority_steps: Option<Vec<u8>>,
+    pub priority_steps: Option<Vec<i32>>,
     /// `sep` between queue name and step (default `"\x06\x16"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16))]
@@ -84,7 +84,12 @@ impl TransportOptionsSpec {
         let mut t = crate::celery::TransportOptions::default();
         if let Some(o) = spec {
             if let Some(steps) = &o.priority_steps {
-                t.priority_steps = steps.clone();
+                // i32 in the schema (a u8 would be `format: uint8`, which the apiserver warns
+                // about); the CRD bounds steps to 0-9, and validate() refuses anything else.
+                t.priority_steps = steps
+                    .iter()
+                    .map(|s| u8::try_from(*s).unwrap_or(u8::MAX))
+                    .collect();
             }
             if let Some(sep) = &o.separator {
                 t.separator = sep.clone();

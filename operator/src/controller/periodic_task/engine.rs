@@ -29,6 +29,8 @@ pub type Key = String;
 
 /// Dedupe keys of run-now requests live this long (annotation values are not reused).
 pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The timer fires this long before a slot, to build its messages ahead of it.
+const PREPARE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(50);
 /// Retry backoff after a failed push: 1 s doubling up to 30 s.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -405,7 +407,10 @@ fn next_timer(e: &Entry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if e.job.plan.suspend {
         return None;
     }
-    e.job.plan.next_slot(e.cursor())
+    e.job
+        .plan
+        .next_slot(e.cursor())
+        .map(|slot| (slot - PREPARE).max(now))
 }
 
 /// Takes a firing's result into the entry; returns the events to record.
@@ -556,8 +561,11 @@ async fn push_due(
     if plan.suspend {
         return Ok(());
     }
-    let due = slots::due(plan, cursor, Utc::now());
+    // The timer wakes PREPARE early: messages are built before their slot, so at the slot
+    // only the push is left.
+    let due = slots::due(plan, cursor, Utc::now() + PREPARE);
     out.skipped = due.skipped;
+    let mut ready = Vec::with_capacity(due.slots.len());
     for slot in due.slots {
         let id = match task_id_for_slot(&plan.uid, &slot) {
             Ok(id) => id,
@@ -568,25 +576,35 @@ async fn push_due(
             }
         };
         match plan.template.encode(&plan.transport, id, slot, Utc::now()) {
-            Ok(enc) => {
-                let outcome = publish_once(
-                    &mut conn,
-                    &dedupe_key(prefix, id),
-                    plan.dedupe_ttl,
-                    &enc.queue_key,
-                    &enc.envelope,
-                )
-                .await?;
-                count(shared, outcome, Some(slot));
-                out.runs += 1;
-                out.last_task_id = Some(id.to_string());
-            }
+            Ok(enc) => ready.push((slot, id, Some(enc))),
             // Late enough that it would expire before a worker sees it: a missed run.
             Err(EncodeError::Invalid(v)) if v.field == Field::Expires => {
                 out.skipped = true;
                 shared.stats.skipped(1);
+                ready.push((slot, id, None));
             }
-            Err(e) => out.message_error = Some(e.to_string()),
+            Err(e) => {
+                out.message_error = Some(e.to_string());
+                ready.push((slot, id, None));
+            }
+        }
+    }
+    for (slot, id, enc) in ready {
+        if let Some(enc) = enc {
+            if slot > Utc::now() {
+                tokio::time::sleep_until(instant_of(slot)).await;
+            }
+            let outcome = publish_once(
+                &mut conn,
+                &dedupe_key(prefix, id),
+                plan.dedupe_ttl,
+                &enc.queue_key,
+                &enc.envelope,
+            )
+            .await?;
+            count(shared, outcome, Some(slot));
+            out.runs += 1;
+            out.last_task_id = Some(id.to_string());
         }
         out.last = Some(slot);
     }

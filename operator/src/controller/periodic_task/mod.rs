@@ -36,11 +36,49 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// Retry of a task whose broker Secret is missing.
 const UNRESOLVED_RETRY: Duration = Duration::from_secs(5);
 
+/// Status writes per second over all tasks. Pushes never wait for status, but every write
+/// costs the API server, etcd and every watcher; under load writes coalesce (latest wins),
+/// so a status lags a little instead of the apiserver eating the CPU the beat needs.
+pub const STATUS_WRITES_PER_SECOND: f64 = 100.0;
+
 /// Shared by reconciles, the report consumer and the status writers.
 pub struct State {
     pub ctx: Arc<Context>,
     pub engine: Engine,
     cells: Mutex<HashMap<Key, Cell>>,
+    writes: TokenBucket,
+}
+
+/// A plain token bucket (burst = one second's worth).
+struct TokenBucket {
+    rate: f64,
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl TokenBucket {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            state: tokio::sync::Mutex::new((rate, tokio::time::Instant::now())),
+        }
+    }
+
+    async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().await;
+                let now = tokio::time::Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+                s.1 = now;
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.0) / self.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// What is known about one task, for its status.
@@ -70,6 +108,7 @@ pub async fn run_with_engine(
         ctx: ctx.clone(),
         engine,
         cells: Mutex::new(HashMap::new()),
+        writes: TokenBucket::new(STATUS_WRITES_PER_SECOND),
     });
     tokio::spawn(consume_reports(state.clone(), reports));
     tokio::spawn(watch_deletions(state.clone()));
@@ -256,6 +295,7 @@ fn forget(st: &State, key: &Key) {
 /// Writes the task's status until nothing new arrived meanwhile.
 async fn write_loop(st: Arc<State>, key: Key) {
     loop {
+        st.writes.acquire().await;
         let snapshot = {
             let Ok(mut cells) = st.cells.lock() else {
                 return;

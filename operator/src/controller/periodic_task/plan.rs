@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::periodic_task::{MissedRunPolicy, PeriodicTask, PeriodicTaskSpec};
+use crate::api::shared::TransportOptionsSpec;
 use crate::celery::message::DEFAULT_QUEUE;
 use crate::celery::task_id::TASK_ID_NAMESPACE;
 use crate::celery::{EncodeError, EncodedMessage, TaskMessage, TransportOptions, ValidationError};
@@ -147,22 +148,6 @@ pub fn schedule_text(spec: &PeriodicTaskSpec) -> String {
     text
 }
 
-fn transport(spec: &PeriodicTaskSpec) -> TransportOptions {
-    let mut t = TransportOptions::default();
-    if let Some(o) = &spec.transport_options {
-        if let Some(steps) = &o.priority_steps {
-            t.priority_steps = steps.clone();
-        }
-        if let Some(sep) = &o.separator {
-            t.separator = sep.clone();
-        }
-        if let Some(prefix) = &o.global_key_prefix {
-            t.global_key_prefix = prefix.clone();
-        }
-    }
-    t
-}
-
 /// Builds the plan of `pt`, validating the schedule and a sample message, so a spec that
 /// could never produce a valid message is refused before anything is pushed.
 pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
@@ -223,7 +208,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         expires,
         headers: spec.headers.clone(),
     };
-    let transport = transport(spec);
+    let transport = TransportOptionsSpec::resolve(spec.transport_options.as_ref());
     // A sample message: everything but the id and the slot is what every run sends.
     template
         .encode(&transport, run_now_task_id(&uid, "check"), now, now)
@@ -337,6 +322,24 @@ mod tests {
             enc.envelope.contains("2030-03-17T17:47:11"),
             "expires = slot + 30s"
         );
+    }
+
+    #[test]
+    fn transport_options_shape_the_queue_key() {
+        let pt = task(
+            "{task: a.b, priority: 5, schedule: {every: 1s}, transportOptions: {prioritySteps: [0, 5], separator: ':', globalKeyPrefix: 'app/'}, broker: {redisCache: r}}",
+        );
+        let plan = build(&pt, at(1_900_000_000)).expect("plan");
+        let enc = plan
+            .template
+            .encode(
+                &plan.transport,
+                run_now_task_id("u", "1"),
+                at(1_900_000_001),
+                at(1_900_000_001),
+            )
+            .expect("encode");
+        assert_eq!(enc.queue_key, "app/celery:5");
     }
 
     #[test]

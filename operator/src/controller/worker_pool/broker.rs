@@ -20,14 +20,22 @@ pub enum ResolvedBroker {
     SecretKey(SecretKeyRef),
 }
 
-/// Checks that what `r` points at exists. The error is a message for the `BrokerResolved`
-/// condition; `field` names the spec field (`spec.broker`).
+/// A resolved reference and the URL it holds. The URL carries a password: it is for the
+/// operator's own Redis reads only, never logged or put in a pod spec.
+#[derive(Clone, PartialEq)]
+pub struct Resolved {
+    pub broker: ResolvedBroker,
+    pub url: String,
+}
+
+/// Checks that what `r` points at exists and reads its URL. The error is a message for the
+/// `BrokerResolved` condition; `field` names the spec field (`spec.broker`).
 pub async fn resolve(
     client: &Client,
     ns: &str,
     field: &str,
     r: &BrokerRef,
-) -> Result<ResolvedBroker, String> {
+) -> Result<Resolved, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     match (&r.redis_cache, &r.secret_key_ref) {
         (Some(name), None) => {
@@ -42,8 +50,10 @@ pub async fn resolve(
                 }
             }
             let connection_secret = connection_secret_name(name);
-            match secrets.get_opt(&connection_secret).await {
-                Ok(Some(s)) if secret_value(&s, BASE_URL_KEY).is_some() => {}
+            let base = match secrets.get_opt(&connection_secret).await {
+                Ok(Some(s)) if secret_value(&s, BASE_URL_KEY).is_some() => {
+                    secret_value(&s, BASE_URL_KEY).unwrap_or_default()
+                }
                 Ok(_) => {
                     return Err(format!(
                         "{field}.redisCache: RedisCache {name} has no connection Secret yet"
@@ -54,16 +64,24 @@ pub async fn resolve(
                         "{field}.redisCache: reading Secret {connection_secret}: {e}"
                     ));
                 }
-            }
-            Ok(ResolvedBroker::RedisCache {
-                connection_secret,
-                database: r.database.unwrap_or(0),
+            };
+            let database = r.database.unwrap_or(0);
+            Ok(Resolved {
+                url: format!("{}/{database}", base.trim_end_matches('/')),
+                broker: ResolvedBroker::RedisCache {
+                    connection_secret,
+                    database,
+                },
             })
         }
         (None, Some(key_ref)) => match secrets.get_opt(&key_ref.name).await {
-            Ok(Some(s)) if secret_value(&s, &key_ref.key).is_some() => {
-                Ok(ResolvedBroker::SecretKey(key_ref.clone()))
-            }
+            Ok(Some(s)) if secret_value(&s, &key_ref.key).is_some() => Ok(Resolved {
+                url: secret_value(&s, &key_ref.key)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                broker: ResolvedBroker::SecretKey(key_ref.clone()),
+            }),
             Ok(Some(_)) => Err(format!(
                 "{field}.secretKeyRef: Secret {} has no key {}",
                 key_ref.name, key_ref.key

@@ -163,17 +163,15 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     let name = wp.name_any();
     let c = &ctx.client;
     let key = ObjectRef::from_obj(wp);
-    let mut url_env = {
-        let b = broker::resolve(c, ns, "spec.broker", &wp.spec.broker)
-            .await
-            .map_err(Error::BrokerUnresolved)?;
-        broker::url_env("CELERY_BROKER_URL", &b)
-    };
+    let broker = broker::resolve(c, ns, "spec.broker", &wp.spec.broker)
+        .await
+        .map_err(Error::BrokerUnresolved)?;
+    let mut url_env = broker::url_env("CELERY_BROKER_URL", &broker.broker);
     if let Some(rb) = &wp.spec.result_backend {
         let b = broker::resolve(c, ns, "spec.resultBackend", rb)
             .await
             .map_err(Error::BrokerUnresolved)?;
-        url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b));
+        url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b.broker));
     }
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
     let (replicas, measurement) = match &wp.spec.autoscaling {
@@ -184,14 +182,10 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
         Some(a) => {
             let (policy, poll_interval) =
                 policy(a, wp.spec.concurrency).map_err(Error::InvalidSpec)?;
-            let url = super::periodic_task::url::resolve(c, ns, &wp.spec.broker)
-                .await
-                .map_err(Error::BrokerUnresolved)?
-                .0;
             let target = Target {
                 namespace: ns.to_string(),
                 name: name.clone(),
-                url,
+                url: broker.url.clone(),
                 keys: load::PoolKeys {
                     queues: wp.spec.queues.clone(),
                     transport: TransportOptionsSpec::resolve(wp.spec.transport_options.as_ref()),
