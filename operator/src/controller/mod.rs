@@ -2,6 +2,7 @@
 //! objects with pure functions, apply them with server-side apply, write status.
 
 pub mod apply;
+pub mod broker_ref;
 pub mod conditions;
 pub mod labels;
 pub mod periodic_task;

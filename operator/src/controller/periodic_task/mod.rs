@@ -10,7 +10,6 @@ pub mod plan;
 pub mod slots;
 pub mod stats;
 pub mod status;
-pub mod url;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +26,7 @@ use tokio::sync::mpsc;
 use self::engine::{Engine, Job, Key, Report};
 use self::status::Seen;
 use super::apply::write_status;
+use super::broker_ref;
 use super::labels::namespace;
 use super::{Context, Error, Result, requeue_after};
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, RUN_NOW_ANNOTATION};
@@ -167,39 +167,41 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
             ctx.metrics.reconcile_failed("PeriodicTask", "invalid_spec");
             (seen, Action::await_change())
         }
-        Ok(plan) => match url::resolve(&ctx.client, &ns, &pt.spec.broker).await {
-            Err(message) => {
-                st.engine.remove(key.clone());
-                ctx.metrics
-                    .reconcile_failed("PeriodicTask", "broker_unresolved");
-                (
-                    Seen::BrokerUnresolved { schedule, message },
-                    Action::requeue(UNRESOLVED_RETRY),
-                )
+        Ok(plan) => {
+            match broker_ref::resolve(&ctx.client, &ns, "spec.broker", &pt.spec.broker).await {
+                Err(message) => {
+                    st.engine.remove(key.clone());
+                    ctx.metrics
+                        .reconcile_failed("PeriodicTask", "broker_unresolved");
+                    (
+                        Seen::BrokerUnresolved { schedule, message },
+                        Action::requeue(UNRESOLVED_RETRY),
+                    )
+                }
+                Ok(resolved) => {
+                    let status = pt.status.clone().unwrap_or_default();
+                    let suspend = plan.suspend;
+                    st.engine.upsert(
+                        key.clone(),
+                        Job {
+                            plan,
+                            url: engine::BrokerUrl(resolved.url),
+                            last_schedule: status.last_schedule_time.as_ref().and_then(|t| {
+                                chrono::DateTime::from_timestamp_micros(t.0.as_microsecond())
+                            }),
+                            total_runs: status.total_runs.unwrap_or(0),
+                            last_task_id: status.last_task_id,
+                            run_now: pt.annotations().get(RUN_NOW_ANNOTATION).cloned(),
+                            last_run_now: status.last_run_now,
+                        },
+                    );
+                    (
+                        Seen::Scheduled { schedule, suspend },
+                        Action::requeue(RESYNC),
+                    )
+                }
             }
-            Ok(url) => {
-                let status = pt.status.clone().unwrap_or_default();
-                let suspend = plan.suspend;
-                st.engine.upsert(
-                    key.clone(),
-                    Job {
-                        plan,
-                        url,
-                        last_schedule: status.last_schedule_time.as_ref().and_then(|t| {
-                            chrono::DateTime::from_timestamp_micros(t.0.as_microsecond())
-                        }),
-                        total_runs: status.total_runs.unwrap_or(0),
-                        last_task_id: status.last_task_id,
-                        run_now: pt.annotations().get(RUN_NOW_ANNOTATION).cloned(),
-                        last_run_now: status.last_run_now,
-                    },
-                );
-                (
-                    Seen::Scheduled { schedule, suspend },
-                    Action::requeue(RESYNC),
-                )
-            }
-        },
+        }
     };
     observe(&st, key, Some(pt), Some(seen), None).await;
     Ok(action)

@@ -2,7 +2,6 @@
 //! with `autoscaling`, the autoscaler loop decides the replicas from the queue backlog.
 
 pub mod autoscaler;
-pub mod broker;
 pub mod deployment;
 pub mod heartbeats;
 pub mod load;
@@ -21,6 +20,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
+use super::broker_ref as broker;
 use super::labels::{namespace, object_labels, owner_reference, selector_labels};
 use super::{Context, Error, Result, requeue_after};
 use crate::api::shared::TransportOptionsSpec;

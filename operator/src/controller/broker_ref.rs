@@ -1,5 +1,6 @@
-//! Resolving a broker reference to the environment variables that carry its URL. The URL
-//! always comes from a Secret through the environment, never inlined into the pod spec.
+//! Resolving a broker reference (`spec.broker`, `spec.resultBackend`) of any kind: to the URL
+//! the operator itself uses (PeriodicTask pushes, autoscaler reads), and to the environment
+//! variables that carry it into worker pods, always from a Secret, never inlined.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 use kube::{Api, Client};
