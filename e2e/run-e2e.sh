@@ -16,4 +16,5 @@ cd "$repo"
 cargo build -p celery-operator
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" apply --server-side -f crds/ >/dev/null
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
-cargo test -p celery-operator-e2e --tests "$@"
+# Every test binary runs even after a failure, so one run shows every failure.
+cargo test -p celery-operator-e2e --tests --no-fail-fast "$@"

@@ -136,9 +136,12 @@ async fn metrics_are_scraped_with_every_series() {
             "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {name: orphan}\nspec: {image: x, app: proj, broker: {redisCache: missing}}\n",
         ),
     ));
+    // The error is counted during the reconcile and its duration when it ends: wait for both.
     let text = eventually(WAIT, "reconcile series for WorkerPool", || async {
         let (status, body) = http_get(operator.metrics_port, "/metrics")?;
-        (status == 200 && body.contains("celery_operator_reconcile_errors_total{kind=\"WorkerPool\",error=\"broker_unresolved\"}")).then_some(body)
+        let done = body.contains("celery_operator_reconcile_errors_total{kind=\"WorkerPool\",error=\"broker_unresolved\"}")
+            && body.contains("celery_operator_reconcile_duration_seconds_count{kind=\"WorkerPool\"}");
+        (status == 200 && done).then_some(body)
     })
     .await;
     for series in [
