@@ -78,6 +78,19 @@ pub struct TransportOptionsSpec {
     pub global_key_prefix: Option<String>,
 }
 
+impl PodOverrides {
+    /// A PodSpec holding only the scheduling overrides, so a builder completes its own pod
+    /// spec with `..overrides.scheduling()`.
+    pub fn scheduling(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        k8s_openapi::api::core::v1::PodSpec {
+            node_selector: (!self.node_selector.is_empty()).then(|| self.node_selector.clone()),
+            tolerations: (!self.tolerations.is_empty()).then(|| self.tolerations.clone()),
+            affinity: self.affinity.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl TransportOptionsSpec {
     /// The transport options a publisher or reader uses: the spec's, defaulted like kombu.
     pub fn resolve(spec: Option<&Self>) -> crate::celery::TransportOptions {

@@ -221,10 +221,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
                         ..Default::default()
                     }),
                     automount_service_account_token: Some(false),
-                    node_selector: (!pod.node_selector.is_empty()).then_some(pod.node_selector),
-                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations),
-                    affinity: pod.affinity,
-                    ..Default::default()
+                    ..pod.scheduling()
                 }),
             },
             ..Default::default()

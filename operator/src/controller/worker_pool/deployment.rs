@@ -117,7 +117,7 @@ pub fn build(i: Inputs<'_>) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(i.labels),
-                    annotations: (!pod.annotations.is_empty()).then_some(pod.annotations),
+                    annotations: (!pod.annotations.is_empty()).then(|| pod.annotations.clone()),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -133,10 +133,7 @@ pub fn build(i: Inputs<'_>) -> Deployment {
                         }),
                         ..Default::default()
                     }),
-                    node_selector: (!pod.node_selector.is_empty()).then_some(pod.node_selector),
-                    tolerations: (!pod.tolerations.is_empty()).then_some(pod.tolerations),
-                    affinity: pod.affinity,
-                    ..Default::default()
+                    ..pod.scheduling()
                 }),
             },
             ..Default::default()

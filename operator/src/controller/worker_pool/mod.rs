@@ -195,15 +195,15 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
             };
             pctx.autoscaler.register(key.clone(), target).await;
             let measurement = pctx.autoscaler.measurement(&key).await;
-            // Before the first reading, keep what runs (or start at the minimum).
-            let current = deployments
-                .get_opt(&name)
-                .await?
-                .and_then(|d| d.spec)
-                .and_then(|s| s.replicas);
             let replicas = match &measurement {
                 Some(m) => i32::try_from(m.decision.desired).unwrap_or(i32::MAX),
-                None => current.unwrap_or(i32::try_from(policy.min_replicas).unwrap_or(0)),
+                // Before the first reading, keep what runs (or start at the minimum).
+                None => deployments
+                    .get_opt(&name)
+                    .await?
+                    .and_then(|d| d.spec)
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(i32::try_from(policy.min_replicas).unwrap_or(0)),
             };
             (replicas, measurement)
         }
