@@ -7,7 +7,7 @@ mod connections;
 mod publish;
 
 pub use connections::Connections;
-pub use publish::{PUBLISH_SCRIPT, PublishOutcome, publish_once};
+pub use publish::{PUBLISH_SCRIPT, PublishOutcome, Published, RunCounter, publish_once};
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.
 #[derive(Debug, thiserror::Error)]

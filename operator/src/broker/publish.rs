@@ -7,15 +7,20 @@ use redis::aio::ConnectionLike;
 
 use super::BrokerError;
 
-/// KEYS[1] = dedupe key, KEYS[2] = queue list; ARGV[1] = TTL seconds, ARGV[2] = envelope.
-/// One script, so a crash can never leave a pushed message without its dedupe key (or the
-/// reverse), and two publishers racing for the same slot push once.
+/// KEYS[1] = dedupe key, KEYS[2] = queue list, KEYS[3] = the task's run counter;
+/// ARGV[1] = dedupe TTL seconds, ARGV[2] = envelope, ARGV[3] = the run count to start the
+/// counter from when it is missing, ARGV[4] = counter TTL seconds.
+/// One script, so a crash can never leave a pushed message without its dedupe key or its
+/// count (or the reverse), and two publishers racing for the same slot push once.
 pub const PUBLISH_SCRIPT: &str = r#"
+redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('LPUSH', KEYS[2], ARGV[2])
-  return 1
+  local runs = redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  return {1, runs}
 end
-return 0
+return {0, tonumber(redis.call('GET', KEYS[3]))}
 "#;
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH_SCRIPT));
@@ -29,6 +34,24 @@ pub enum PublishOutcome {
     Duplicate,
 }
 
+/// A task's run counter in the broker. It counts pushes where they happen, so the count
+/// survives a crash between push and status write, and replicas share it. It only has to
+/// bridge that gap: when missing (expired, a new broker) it starts from `seed`, the count
+/// the caller knows (its status).
+#[derive(Clone, Copy, Debug)]
+pub struct RunCounter<'a> {
+    pub key: &'a str,
+    pub seed: i64,
+    pub ttl: Duration,
+}
+
+/// The outcome and the task's run count after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub outcome: PublishOutcome,
+    pub runs: i64,
+}
+
 /// `EVALSHA` of [`PUBLISH_SCRIPT`] (redis-rs loads it on `NOSCRIPT`).
 pub async fn publish_once<C: ConnectionLike>(
     conn: &mut C,
@@ -36,20 +59,25 @@ pub async fn publish_once<C: ConnectionLike>(
     ttl: Duration,
     queue_key: &str,
     envelope: &str,
-) -> Result<PublishOutcome, BrokerError> {
-    let pushed: i64 = SCRIPT
+    counter: RunCounter<'_>,
+) -> Result<Published, BrokerError> {
+    let (pushed, runs): (i64, i64) = SCRIPT
         .key(dedupe_key)
         .key(queue_key)
+        .key(counter.key)
         .arg(ttl.as_secs().max(1))
         .arg(envelope)
+        .arg(counter.seed)
+        .arg(counter.ttl.as_secs().max(1))
         .invoke_async(conn)
         .await
         .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))?;
-    Ok(if pushed == 1 {
+    let outcome = if pushed == 1 {
         PublishOutcome::Pushed
     } else {
         PublishOutcome::Duplicate
-    })
+    };
+    Ok(Published { outcome, runs })
 }
 
 #[cfg(test)]
@@ -107,12 +135,34 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}/0", server.1);
         let mut conn = conns.get(&url).await.expect("connect");
         let ttl = Duration::from_secs(600);
-        let first = publish_once(&mut conn, "d:1", ttl, "celery", "m1").await;
-        let again = publish_once(&mut conn, "d:1", ttl, "celery", "m1").await;
-        let other = publish_once(&mut conn, "d:2", ttl, "celery", "m2").await;
-        assert_eq!(first.expect("publish"), PublishOutcome::Pushed);
-        assert_eq!(again.expect("publish"), PublishOutcome::Duplicate);
-        assert_eq!(other.expect("publish"), PublishOutcome::Pushed);
+        let counter = |seed| RunCounter {
+            key: "runs:t",
+            seed,
+            ttl: Duration::from_secs(3600),
+        };
+        let mut publish = async |dedupe, msg, seed| {
+            publish_once(&mut conn, dedupe, ttl, "celery", msg, counter(seed))
+                .await
+                .expect("publish")
+        };
+        // The counter starts from the seed the caller knows, then counts in Redis: a stale
+        // seed later (a restarted publisher) does not reset it, a duplicate does not count.
+        let first = publish("d:1", "m1", 5).await;
+        let again = publish("d:1", "m1", 0).await;
+        let other = publish("d:2", "m2", 0).await;
+        let pushed = |runs| Published {
+            outcome: PublishOutcome::Pushed,
+            runs,
+        };
+        assert_eq!(first, pushed(6));
+        assert_eq!(
+            again,
+            Published {
+                outcome: PublishOutcome::Duplicate,
+                runs: 6
+            }
+        );
+        assert_eq!(other, pushed(7));
         let list: Vec<String> = redis::cmd("LRANGE")
             .arg("celery")
             .arg(0)

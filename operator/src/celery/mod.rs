@@ -21,5 +21,5 @@ mod testdata;
 pub use decode::{DecodeError, DecodedMessage, decode_envelope};
 pub use message::{EncodeError, EncodedMessage, TaskMessage};
 pub use queue::TransportOptions;
-pub use task_id::{dedupe_key, task_id_for_slot};
+pub use task_id::{dedupe_key, runs_key, task_id_for_slot};
 pub use validate::{Field, MAX_BODY_BYTES, ValidationError, validate_message};

@@ -70,6 +70,15 @@ pub fn dedupe_key(global_key_prefix: &str, task_id: Uuid) -> String {
     )
 }
 
+/// Prefix of a task's run counter key (after the transport's global key prefix).
+pub const RUNS_KEY_PREFIX: &str = "celery-operator:runs:";
+
+/// The Redis key counting the pushes of the object with `metadata.uid` = `object_uid`:
+/// `<global_key_prefix>celery-operator:runs:<uid>`.
+pub fn runs_key(global_key_prefix: &str, object_uid: &str) -> String {
+    format!("{global_key_prefix}{RUNS_KEY_PREFIX}{object_uid}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use super::plan::{Plan, run_now_task_id};
 use super::slots;
 use super::stats::Stats;
-use crate::broker::{BrokerError, Connections, PublishOutcome, publish_once};
+use crate::broker::{BrokerError, Connections, PublishOutcome, RunCounter, publish_once};
 use crate::celery::message::EncodeError;
-use crate::celery::{Field, dedupe_key, task_id_for_slot};
+use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
 use crate::metrics::{FailureLabels, Metrics};
 
 /// A PeriodicTask's key: `namespace/name`.
@@ -29,6 +29,9 @@ pub type Key = String;
 
 /// Dedupe keys of run-now requests live this long (annotation values are not reused).
 pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Life of a task's run counter in the broker, refreshed by every push. It only bridges a
+/// push and the status write that records it; a missing counter restarts from status.
+const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The timer fires this long before a slot, to build its messages ahead of it.
 const PREPARE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(50);
 /// Retry backoff after a failed push: 1 s doubling up to 30 s.
@@ -194,7 +197,8 @@ struct Fired {
     probe: bool,
     /// The newest slot handled (pushed, found pushed already, or dropped by the policy).
     last: Option<DateTime<Utc>>,
-    runs: i64,
+    /// The run count the broker's counter returned last.
+    total: Option<i64>,
     last_task_id: Option<String>,
     run_now_done: Option<String>,
     error: Option<FireError>,
@@ -283,6 +287,7 @@ async fn run_loop(
                         key,
                         entry.job.clone(),
                         cursor,
+                        entry.total,
                         run_now,
                         shared.clone(),
                         done_tx.clone(),
@@ -422,7 +427,8 @@ fn absorb(e: &mut Entry, fired: Fired) -> Vec<Notice> {
     if fired.last > e.last {
         e.last = fired.last;
     }
-    e.total += fired.runs;
+    // The broker counts pushes (a crash cannot lose one); never go backwards.
+    e.total = e.total.max(fired.total.unwrap_or(0));
     if fired.last_task_id.is_some() {
         e.last_task_id = fired.last_task_id;
     }
@@ -494,6 +500,7 @@ async fn fire(
     key: Key,
     job: Arc<Job>,
     cursor: Option<DateTime<Utc>>,
+    total: i64,
     run_now: Option<String>,
     shared: Arc<Shared>,
     done: mpsc::UnboundedSender<Fired>,
@@ -504,14 +511,14 @@ async fn fire(
         uid: plan.uid.clone(),
         probe: false,
         last: None,
-        runs: 0,
+        total: None,
         last_task_id: None,
         run_now_done: None,
         error: None,
         message_error: None,
         skipped: false,
     };
-    if let Err(err) = push_due(&job, cursor, run_now, &shared, &mut out).await {
+    if let Err(err) = push_due(&job, cursor, total, run_now, &shared, &mut out).await {
         shared.stats.failed();
         if let Some(m) = &shared.metrics {
             m.push_failures
@@ -530,28 +537,36 @@ async fn fire(
 async fn push_due(
     job: &Job,
     cursor: Option<DateTime<Utc>>,
+    total: i64,
     run_now: Option<String>,
     shared: &Shared,
     out: &mut Fired,
 ) -> Result<(), BrokerError> {
     let plan = &job.plan;
     let prefix = &plan.transport.global_key_prefix;
+    let runs_key = runs_key(prefix, &plan.uid);
+    let counter = |seed| RunCounter {
+        key: &runs_key,
+        seed,
+        ttl: RUNS_TTL,
+    };
     let mut conn = shared.conns.get(&job.url.0).await?;
     if let Some(value) = run_now {
         let id = run_now_task_id(&plan.uid, &value);
         let now = Utc::now();
         match plan.template.encode(&plan.transport, id, now, now) {
             Ok(enc) => {
-                let outcome = publish_once(
+                let published = publish_once(
                     &mut conn,
                     &dedupe_key(prefix, id),
                     RUN_NOW_TTL,
                     &enc.queue_key,
                     &enc.envelope,
+                    counter(total),
                 )
                 .await?;
-                count(shared, outcome, None);
-                out.runs += 1;
+                count(shared, published.outcome, None);
+                out.total = Some(published.runs);
                 out.last_task_id = Some(id.to_string());
             }
             Err(e) => out.message_error = Some(e.to_string()),
@@ -594,16 +609,17 @@ async fn push_due(
             if slot > Utc::now() {
                 tokio::time::sleep_until(instant_of(slot)).await;
             }
-            let outcome = publish_once(
+            let published = publish_once(
                 &mut conn,
                 &dedupe_key(prefix, id),
                 plan.dedupe_ttl,
                 &enc.queue_key,
                 &enc.envelope,
+                counter(out.total.unwrap_or(total)),
             )
             .await?;
-            count(shared, outcome, Some(slot));
-            out.runs += 1;
+            count(shared, published.outcome, Some(slot));
+            out.total = Some(published.runs);
             out.last_task_id = Some(id.to_string());
         }
         out.last = Some(slot);
@@ -652,7 +668,7 @@ async fn probe(key: Key, job: Arc<Job>, shared: Arc<Shared>, done: mpsc::Unbound
         uid: job.plan.uid.clone(),
         probe: true,
         last: None,
-        runs: 0,
+        total: None,
         last_task_id: None,
         run_now_done: None,
         error: result.err().map(FireError::Broker),
