@@ -3,14 +3,18 @@
 //! URLs carry passwords, so nothing here logs or formats one: errors name what failed, never
 //! where.
 
+mod batcher;
 mod connections;
 mod publish;
 
+pub use batcher::{Acked, Batchers};
 pub use connections::Connections;
-pub use publish::{PUBLISH_SCRIPT, PublishOutcome, Published, RunCounter, publish_once};
+pub use publish::{
+    PUBLISH_SCRIPT, PublishOutcome, Published, Push, RunCounter, publish_batch, publish_once,
+};
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The URL does not parse as a Redis URL. The URL itself is never shown.
     #[error("the broker URL is not a valid redis:// or rediss:// URL")]
@@ -38,7 +42,7 @@ impl BrokerError {
     /// anyway in case a server echoes one.
     pub(crate) fn describe(err: &redis::RedisError) -> String {
         let text = err.to_string();
-        if text.contains("://") || text.contains('@') {
+        if text.contains("://") {
             format!("{:?}", err.kind())
         } else {
             text

@@ -38,11 +38,21 @@ pub enum PublishOutcome {
 /// survives a crash between push and status write, and replicas share it. It only has to
 /// bridge that gap: when missing (expired, a new broker) it starts from `seed`, the count
 /// the caller knows (its status).
-#[derive(Clone, Copy, Debug)]
-pub struct RunCounter<'a> {
-    pub key: &'a str,
+#[derive(Clone, Debug)]
+pub struct RunCounter {
+    pub key: String,
     pub seed: i64,
     pub ttl: Duration,
+}
+
+/// One message to push exactly once.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub dedupe_key: String,
+    pub dedupe_ttl: Duration,
+    pub queue_key: String,
+    pub envelope: String,
+    pub counter: RunCounter,
 }
 
 /// The outcome and the task's run count after it.
@@ -52,32 +62,72 @@ pub struct Published {
     pub runs: i64,
 }
 
-/// `EVALSHA` of [`PUBLISH_SCRIPT`] (redis-rs loads it on `NOSCRIPT`).
+/// One `EVALSHA` of [`PUBLISH_SCRIPT`].
 pub async fn publish_once<C: ConnectionLike>(
     conn: &mut C,
-    dedupe_key: &str,
-    ttl: Duration,
-    queue_key: &str,
-    envelope: &str,
-    counter: RunCounter<'_>,
+    push: &Push,
 ) -> Result<Published, BrokerError> {
-    let (pushed, runs): (i64, i64) = SCRIPT
-        .key(dedupe_key)
-        .key(queue_key)
-        .key(counter.key)
-        .arg(ttl.as_secs().max(1))
-        .arg(envelope)
-        .arg(counter.seed)
-        .arg(counter.ttl.as_secs().max(1))
-        .invoke_async(conn)
+    let mut results = publish_batch(conn, std::slice::from_ref(push)).await?;
+    results
+        .pop()
+        .unwrap_or_else(|| Err(BrokerError::Command("no reply".into())))
+}
+
+/// Pushes in one pipeline: `SCRIPT LOAD` (a no-op when cached, and it makes a restarted
+/// Redis work without a `NOSCRIPT` round trip), then one `EVALSHA` per push. The outer
+/// error is the connection's; a push that fails alone (say its queue key holds another
+/// type) fails alone.
+pub async fn publish_batch<C: ConnectionLike>(
+    conn: &mut C,
+    pushes: &[Push],
+) -> Result<Vec<Result<Published, BrokerError>>, BrokerError> {
+    let invocations: Vec<redis::ScriptInvocation<'_>> = pushes
+        .iter()
+        .map(|p| {
+            let mut inv = SCRIPT.prepare_invoke();
+            inv.key(&p.dedupe_key)
+                .key(&p.queue_key)
+                .key(&p.counter.key)
+                .arg(p.dedupe_ttl.as_secs().max(1))
+                .arg(&p.envelope)
+                .arg(p.counter.seed)
+                .arg(p.counter.ttl.as_secs().max(1));
+            inv
+        })
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors().load_script(&SCRIPT);
+    for inv in &invocations {
+        pipe.invoke_script(inv);
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+        .query_async(conn)
         .await
         .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))?;
-    let outcome = if pushed == 1 {
-        PublishOutcome::Pushed
-    } else {
-        PublishOutcome::Duplicate
-    };
-    Ok(Published { outcome, runs })
+    let mut replies = replies.into_iter();
+    if let Some(Err(e)) = replies.next() {
+        return Err(BrokerError::Command(BrokerError::describe(&e)));
+    }
+    let published = replies.map(|reply| {
+        let (pushed, runs): (i64, i64) = reply
+            .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))?;
+        let outcome = if pushed == 1 {
+            PublishOutcome::Pushed
+        } else {
+            PublishOutcome::Duplicate
+        };
+        Ok(Published { outcome, runs })
+    });
+    let published: Vec<_> = published.collect();
+    if published.len() != pushes.len() {
+        return Err(BrokerError::Command(format!(
+            "{} replies for {} pushes",
+            published.len(),
+            pushes.len()
+        )));
+    }
+    Ok(published)
 }
 
 #[cfg(test)]
@@ -135,13 +185,19 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}/0", server.1);
         let mut conn = conns.get(&url).await.expect("connect");
         let ttl = Duration::from_secs(600);
-        let counter = |seed| RunCounter {
-            key: "runs:t",
-            seed,
-            ttl: Duration::from_secs(3600),
+        let push = |dedupe: &str, msg: &str, seed| Push {
+            dedupe_key: dedupe.into(),
+            dedupe_ttl: ttl,
+            queue_key: "celery".into(),
+            envelope: msg.into(),
+            counter: RunCounter {
+                key: "runs:t".into(),
+                seed,
+                ttl: Duration::from_secs(3600),
+            },
         };
         let mut publish = async |dedupe, msg, seed| {
-            publish_once(&mut conn, dedupe, ttl, "celery", msg, counter(seed))
+            publish_once(&mut conn, &push(dedupe, msg, seed))
                 .await
                 .expect("publish")
         };
@@ -177,6 +233,58 @@ mod tests {
             .await
             .expect("ttl");
         assert!((590..=600).contains(&left), "ttl {left}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_isolates_a_failing_push_and_survives_a_script_flush() {
+        let Some(server) = Server::start() else {
+            eprintln!("redis-server not installed; skipped");
+            return;
+        };
+        let conns = crate::broker::Connections::new();
+        let url = format!("redis://127.0.0.1:{}/0", server.1);
+        let mut conn = conns.get(&url).await.expect("connect");
+        let push = |n: u32, queue: &str| Push {
+            dedupe_key: format!("d:{n}"),
+            dedupe_ttl: Duration::from_secs(60),
+            queue_key: queue.into(),
+            envelope: format!("m{n}"),
+            counter: RunCounter {
+                key: "runs:b".into(),
+                seed: 0,
+                ttl: Duration::from_secs(60),
+            },
+        };
+        let _: () = redis::cmd("SET")
+            .arg("not-a-list")
+            .arg("x")
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        // Redis forgot the script (a restart, SCRIPT FLUSH): the batch loads it again.
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .expect("flush");
+        let batch = [push(1, "q"), push(2, "not-a-list"), push(3, "q")];
+        let results = publish_batch(&mut conn, &batch).await.expect("batch");
+        assert_eq!(results.len(), 3);
+        assert_eq!(
+            results[0].as_ref().ok().map(|p| p.outcome),
+            Some(PublishOutcome::Pushed)
+        );
+        let err = results[1].as_ref().expect_err("WRONGTYPE");
+        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        assert_eq!(results[2].as_ref().ok().map(|p| p.runs), Some(2));
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg("q")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .expect("lrange");
+        assert_eq!(list, ["m3", "m1"]);
     }
 
     #[tokio::test]

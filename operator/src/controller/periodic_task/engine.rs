@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use super::plan::{Plan, run_now_task_id};
 use super::slots;
 use super::stats::Stats;
-use crate::broker::{BrokerError, Connections, PublishOutcome, RunCounter, publish_once};
-use crate::celery::message::EncodeError;
+use crate::broker::{Batchers, BrokerError, Connections, PublishOutcome, Push, RunCounter};
+use crate::celery::message::{EncodeError, EncodedMessage};
 use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
 use crate::metrics::{FailureLabels, Metrics};
 
@@ -113,6 +113,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
+            brokers: Batchers::start(),
             conns: Connections::new(),
             stats: stats.clone(),
             metrics,
@@ -133,6 +134,9 @@ impl Engine {
 }
 
 struct Shared {
+    /// Pushes go through the push thread.
+    brokers: Batchers,
+    /// Connectivity probes.
     conns: Connections,
     stats: Arc<Stats>,
     metrics: Option<Arc<Metrics>>,
@@ -527,8 +531,6 @@ async fn fire(
                 })
                 .inc();
         }
-        // A fresh connection next time, built with a connect timeout.
-        shared.conns.forget(&job.url.0).await;
         out.error = Some(FireError::Broker(err));
     }
     let _ = done.send(out);
@@ -545,27 +547,26 @@ async fn push_due(
     let plan = &job.plan;
     let prefix = &plan.transport.global_key_prefix;
     let runs_key = runs_key(prefix, &plan.uid);
-    let counter = |seed| RunCounter {
-        key: &runs_key,
-        seed,
-        ttl: RUNS_TTL,
+    let push = |dedupe_key, dedupe_ttl, enc: EncodedMessage, seed| Push {
+        dedupe_key,
+        dedupe_ttl,
+        queue_key: enc.queue_key,
+        envelope: enc.envelope,
+        counter: RunCounter {
+            key: runs_key.clone(),
+            seed,
+            ttl: RUNS_TTL,
+        },
     };
-    let mut conn = shared.conns.get(&job.url.0).await?;
+    let url = &job.url.0;
     if let Some(value) = run_now {
         let id = run_now_task_id(&plan.uid, &value);
         let now = Utc::now();
         match plan.template.encode(&plan.transport, id, now, now) {
             Ok(enc) => {
-                let published = publish_once(
-                    &mut conn,
-                    &dedupe_key(prefix, id),
-                    RUN_NOW_TTL,
-                    &enc.queue_key,
-                    &enc.envelope,
-                    counter(total),
-                )
-                .await?;
-                count(shared, published.outcome, None);
+                let p = push(dedupe_key(prefix, id), RUN_NOW_TTL, enc, total);
+                let (published, acked) = shared.brokers.push(url, Instant::now(), p).await?;
+                count(shared, published.outcome, None, acked);
                 out.total = Some(published.runs);
                 out.last_task_id = Some(id.to_string());
             }
@@ -606,19 +607,10 @@ async fn push_due(
     }
     for (slot, id, enc) in ready {
         if let Some(enc) = enc {
-            if slot > Utc::now() {
-                tokio::time::sleep_until(instant_of(slot)).await;
-            }
-            let published = publish_once(
-                &mut conn,
-                &dedupe_key(prefix, id),
-                plan.dedupe_ttl,
-                &enc.queue_key,
-                &enc.envelope,
-                counter(out.total.unwrap_or(total)),
-            )
-            .await?;
-            count(shared, published.outcome, Some(slot));
+            let seed = out.total.unwrap_or(total);
+            let p = push(dedupe_key(prefix, id), plan.dedupe_ttl, enc, seed);
+            let (published, acked) = shared.brokers.push(url, instant_of(slot), p).await?;
+            count(shared, published.outcome, Some(slot), acked);
             out.total = Some(published.runs);
             out.last_task_id = Some(id.to_string());
         }
@@ -630,11 +622,17 @@ async fn push_due(
     Ok(())
 }
 
-fn count(shared: &Shared, outcome: PublishOutcome, slot: Option<DateTime<Utc>>) {
+/// Lateness is the broker's acknowledgement minus the slot.
+fn count(
+    shared: &Shared,
+    outcome: PublishOutcome,
+    slot: Option<DateTime<Utc>>,
+    acked: DateTime<Utc>,
+) {
     match outcome {
         PublishOutcome::Pushed => {
             let lateness = slot
-                .and_then(|s| (Utc::now() - s).to_std().ok())
+                .and_then(|s| (acked - s).to_std().ok())
                 .unwrap_or(Duration::ZERO);
             if slot.is_some() {
                 shared.stats.pushed(lateness);

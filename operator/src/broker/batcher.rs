@@ -1,0 +1,162 @@
+//! Pushes due at the same moment go to their broker together: one timer and one pipeline
+//! per broker and instant, instead of one timer and one round trip per task.
+//!
+//! The timers and the pushes run on a thread of their own, so reconciles, message
+//! building and status writes on the main runtime never delay a push that is due.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{BrokerError, Connections, Published, Push, publish_batch};
+
+/// Largest pipeline; a longer backlog goes out in several, so no reply is huge.
+const MAX_BATCH: usize = 2_000;
+
+/// What a push did and when its broker acknowledged it.
+pub type Acked = (Published, DateTime<Utc>);
+
+type Reply = oneshot::Sender<Result<Acked, BrokerError>>;
+
+struct Request {
+    /// The broker URL; it holds a password, so nothing here formats it.
+    url: String,
+    at: Instant,
+    push: Push,
+    reply: Reply,
+}
+
+/// Handle of the push thread; the thread ends when the last handle is dropped.
+#[derive(Clone)]
+pub struct Batchers {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for Batchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batchers { .. }")
+    }
+}
+
+impl Batchers {
+    /// Starts the push thread (or, if no thread can be started, a task on this runtime).
+    pub fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("broker-push".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(dispatch(rx)),
+                    Err(e) => tracing::error!(error = %e, "cannot build the push runtime"),
+                }
+            });
+        if let Err(e) = thread {
+            tracing::warn!(error = %e, "no push thread; pushing from the main runtime");
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(dispatch(rx));
+            return Self { tx };
+        }
+        Self { tx }
+    }
+
+    /// Pushes at `at` (at once if that is past) to the broker at `url`.
+    pub async fn push(&self, url: &str, at: Instant, push: Push) -> Result<Acked, BrokerError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            url: url.to_owned(),
+            at,
+            push,
+            reply,
+        };
+        if self.tx.send(request).is_err() {
+            return Err(BrokerError::Command("the push thread stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(BrokerError::Command("the push thread stopped".into())))
+    }
+}
+
+/// Holds requests until their instant, then sends every due one, one pipeline per broker.
+/// A batch goes out without waiting for the previous reply (connections are multiplexed).
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<Request>) {
+    let conns = Arc::new(Connections::new());
+    let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut requests: HashMap<u64, Request> = HashMap::new();
+    let mut seq = 0u64;
+    let mut add = |r: Request, waiting: &mut BinaryHeap<_>, requests: &mut HashMap<_, _>| {
+        seq += 1;
+        waiting.push(Reverse((r.at, seq)));
+        requests.insert(seq, r);
+    };
+    loop {
+        let wake = waiting.peek().map(|Reverse((at, _))| *at);
+        tokio::select! {
+            biased;
+            received = rx.recv() => match received {
+                Some(r) => add(r, &mut waiting, &mut requests),
+                None => return,
+            },
+            _ = sleep_until(wake), if wake.is_some() => {}
+        }
+        while let Ok(r) = rx.try_recv() {
+            add(r, &mut waiting, &mut requests);
+        }
+        let now = Instant::now();
+        let mut due: HashMap<String, Vec<Request>> = HashMap::new();
+        while let Some(Reverse((at, id))) = waiting.peek().copied() {
+            if at > now {
+                break;
+            }
+            waiting.pop();
+            if let Some(r) = requests.remove(&id) {
+                due.entry(r.url.clone()).or_default().push(r);
+            }
+        }
+        for (url, mut batch) in due {
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(MAX_BATCH));
+                tokio::spawn(send(url.clone(), conns.clone(), batch));
+                batch = rest;
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(url: String, conns: Arc<Connections>, batch: Vec<Request>) {
+    let (pushes, replies): (Vec<Push>, Vec<Reply>) =
+        batch.into_iter().map(|r| (r.push, r.reply)).unzip();
+    let result = match conns.get(&url).await {
+        Ok(mut conn) => publish_batch(&mut conn, &pushes).await,
+        Err(e) => Err(e),
+    };
+    let acked = Utc::now();
+    match result {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result.map(|p| (p, acked)));
+            }
+        }
+        Err(err) => {
+            // A fresh connection next time, built with a connect timeout.
+            conns.forget(&url).await;
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
