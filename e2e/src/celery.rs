@@ -25,6 +25,35 @@ pub struct CeleryWorker {
 }
 
 impl CeleryWorker {
+    /// A worker of the test app on `queues` (comma-separated) of the broker at `url`:
+    /// threads pool, no gossip, mingle or heartbeats, so it starts fast; a unique name.
+    pub fn on_queues(url: &str, queues: &str) -> Self {
+        let env = BTreeMap::from([("CELERY_BROKER_URL".to_string(), url.to_string())]);
+        let name = format!("e2e-{}@%h", uuid::Uuid::new_v4().simple());
+        let args: Vec<String> = [
+            "-A",
+            "tasks",
+            "worker",
+            "-Q",
+            queues,
+            "--pool",
+            "threads",
+            "-c",
+            "4",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            &name,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Self::start(&args, &env)
+    }
+
     /// Runs `celery <args>` in the test app's directory with `env`.
     pub fn start(args: &[String], env: &BTreeMap<String, String>) -> Self {
         let log =
@@ -86,4 +115,15 @@ pub fn expand_env(vars: &[(String, String)]) -> BTreeMap<String, String> {
         out.insert(name.clone(), v);
     }
     out
+}
+
+/// The executions the test app's `record` task appended to `e2e:executed` in `redis`, in
+/// order.
+pub fn recorded(redis: &crate::redis::RedisServer) -> Vec<serde_json::Value> {
+    let out = redis.cli(&["LRANGE", "e2e:executed", "0", "-1"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("record entry is JSON"))
+        .collect()
 }

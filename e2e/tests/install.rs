@@ -4,7 +4,9 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
+use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{
     TestNamespace, client, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok, repo_root,
 };
@@ -291,5 +293,49 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         ]));
         (s == "2").then_some(())
     })
+    .await;
+
+    // The beat as the service account: it reads the broker Secret, pushes, writes status,
+    // and a real worker runs the task.
+    let redis = RedisServer::start(None, Some("rbac-s3cret"), &["--save", ""]);
+    let _worker = CeleryWorker::on_queues(&redis.url(0), "celery");
+    let manifests = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "beat-broker"},
+         "stringData": {"url": redis.url(0)}},
+        {"apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+         "metadata": {"name": "tick"},
+         "spec": {"task": "tasks.record", "kwargs": {"tag": "rbac"}, "schedule": {"every": "1s"},
+                  "broker": {"secretKeyRef": {"name": "beat-broker", "key": "url"}}}},
+    ]});
+    ok(kubectl_with_input(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        Some(&manifests.to_string()),
+    ));
+    eventually(WAIT, "the periodic task runs on the worker", || async {
+        let runs = recorded(&redis)
+            .iter()
+            .filter(|e| e["kwargs"]["tag"] == "rbac")
+            .count();
+        (runs >= 2).then_some(())
+    })
+    .await;
+    eventually(
+        WAIT,
+        "PeriodicTask status written as the service account",
+        || async {
+            let out = ok(kubectl(&[
+                "get",
+                "ptask",
+                "tick",
+                "-n",
+                &ns.name,
+                "-o",
+                "jsonpath={.status.totalRuns} {.status.conditions[?(@.type==\"Ready\")].status}",
+            ]));
+            let mut parts = out.split_whitespace();
+            let runs: i64 = parts.next().and_then(|r| r.parse().ok()).unwrap_or(0);
+            (runs >= 2 && parts.next() == Some("True")).then_some(())
+        },
+    )
     .await;
 }

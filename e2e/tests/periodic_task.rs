@@ -2,13 +2,13 @@
 //! into a real redis-server that a real Celery worker of the test app consumes.
 //! Each test has its own namespace, redis-server, operator and worker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
 use celery_operator::celery::task_id_for_slot;
 use celery_operator::controller::periodic_task::plan::run_now_task_id;
-use celery_operator_e2e::celery::CeleryWorker;
+use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, kubectl_with_input, ok};
@@ -116,39 +116,12 @@ impl Harness {
 
     /// A Celery worker of the test app consuming `queues` from this Redis.
     fn worker(&self, queues: &str) -> CeleryWorker {
-        let env = BTreeMap::from([("CELERY_BROKER_URL".to_string(), self.redis.url(0))]);
-        let args: Vec<String> = [
-            "-A",
-            "tasks",
-            "worker",
-            "-Q",
-            queues,
-            "--pool",
-            "threads",
-            "-c",
-            "4",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("pt-{}@%h", uuid::Uuid::new_v4().simple())])
-        .collect();
-        CeleryWorker::start(&args, &env)
+        CeleryWorker::on_queues(&self.redis.url(0), queues)
     }
 
     /// The executions the `record` task appended, in order.
     fn executed(&self) -> Vec<Value> {
-        let out = self.redis.cli(&["LRANGE", "e2e:executed", "0", "-1"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).expect("record entry is JSON"))
-            .collect()
+        recorded(&self.redis)
     }
 
     fn executed_ids(&self, task: &str) -> Vec<String> {
