@@ -9,9 +9,10 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -32,8 +33,18 @@ pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Life of a task's run counter in the broker, refreshed by every push. It only bridges a
 /// push and the status write that records it; a missing counter restarts from status.
 const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The timer fires this long before a slot, to build its messages ahead of it.
-const PREPARE: chrono::TimeDelta = chrono::TimeDelta::milliseconds(50);
+/// How long before its slot a task's message is built and handed to the push thread, so
+/// that a busy main runtime (reconciles, status writes, thousands of tasks on one instant)
+/// never makes a push late: a base plus the time building every task's message could take,
+/// capped below the shortest interval (1 s). A suspend or spec change inside this window
+/// applies from the next slot.
+fn lead(tasks: usize) -> TimeDelta {
+    const BASE: TimeDelta = TimeDelta::milliseconds(200);
+    const PER_TASK: TimeDelta = TimeDelta::microseconds(40);
+    const MAX: TimeDelta = TimeDelta::milliseconds(800);
+    let tasks = i32::try_from(tasks).unwrap_or(i32::MAX);
+    (BASE + PER_TASK * tasks.min(1_000_000)).min(MAX)
+}
 /// Retry backoff after a failed push: 1 s doubling up to 30 s.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -115,6 +126,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             brokers: Batchers::start(),
             conns: Connections::new(),
+            lead_us: AtomicI64::new(0),
             stats: stats.clone(),
             metrics,
         });
@@ -133,11 +145,24 @@ impl Engine {
     }
 }
 
+impl Shared {
+    fn set_lead(&self, tasks: usize) {
+        let us = lead(tasks).num_microseconds().unwrap_or(0);
+        self.lead_us.store(us, Ordering::Relaxed);
+    }
+
+    fn lead(&self) -> TimeDelta {
+        TimeDelta::microseconds(self.lead_us.load(Ordering::Relaxed))
+    }
+}
+
 struct Shared {
     /// Pushes go through the push thread.
     brokers: Batchers,
     /// Connectivity probes.
     conns: Connections,
+    /// The current [`lead`] in microseconds (it grows with the number of tasks).
+    lead_us: AtomicI64,
     stats: Arc<Stats>,
     metrics: Option<Arc<Metrics>>,
 }
@@ -232,14 +257,16 @@ async fn run_loop(
                     Command::Remove(key) => {
                         // Its heap items go stale: nothing matches their sequence any more.
                         entries.remove(&key);
+                        shared.set_lead(entries.len());
                     }
                     Command::Upsert(key, job) => {
                         let now = Utc::now();
                         let was_suspended = entries.get(&key).map(|e| e.job.plan.suspend);
+                        shared.set_lead(entries.len() + 1);
                         let (entry, fresh) = upsert(&mut entries, &key, Arc::new(*job), now);
                         let mut changed = was_suspended != Some(entry.job.plan.suspend);
                         if !entry.busy {
-                            let at = next_timer(entry, now);
+                            let at = next_timer(entry, now, shared.lead());
                             if fresh || entry.armed != at {
                                 changed |= entry.armed != at;
                                 timers.arm(entry, at, &key);
@@ -270,7 +297,7 @@ async fn run_loop(
                             .ok()
                             .map(|d| now + d)
                     } else {
-                        next_timer(entry, now)
+                        next_timer(entry, now, shared.lead())
                     };
                     timers.arm(entry, at, &key);
                 }
@@ -409,7 +436,7 @@ fn upsert<'a>(
 
 /// When to fire next: at once for a run-now request, else at the next slot (at once if that
 /// is already past: catch-up), never while suspended.
-fn next_timer(e: &Entry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn next_timer(e: &Entry, now: DateTime<Utc>, lead: TimeDelta) -> Option<DateTime<Utc>> {
     if e.run_now_pending().is_some() {
         return Some(now);
     }
@@ -419,7 +446,7 @@ fn next_timer(e: &Entry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     e.job
         .plan
         .next_slot(e.cursor())
-        .map(|slot| (slot - PREPARE).max(now))
+        .map(|slot| (slot - lead).max(now))
 }
 
 /// Takes a firing's result into the entry; returns the events to record.
@@ -577,9 +604,9 @@ async fn push_due(
     if plan.suspend {
         return Ok(());
     }
-    // The timer wakes PREPARE early: messages are built before their slot, so at the slot
+    // The timer wakes `lead` early: messages are built before their slot, so at the slot
     // only the push is left.
-    let due = slots::due(plan, cursor, Utc::now() + PREPARE);
+    let due = slots::due(plan, cursor, Utc::now() + shared.lead());
     out.skipped = due.skipped;
     let mut ready = Vec::with_capacity(due.slots.len());
     for slot in due.slots {
@@ -683,6 +710,15 @@ mod tests {
     fn backoff_doubles_up_to_thirty_seconds() {
         let secs: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn lead_grows_with_the_tasks_and_stays_below_a_second() {
+        assert_eq!(lead(1).num_milliseconds(), 200);
+        assert_eq!(lead(5_000).num_milliseconds(), 400);
+        assert_eq!(lead(10_000).num_milliseconds(), 600);
+        assert_eq!(lead(1_000_000).num_milliseconds(), 800);
+        assert_eq!(lead(usize::MAX).num_milliseconds(), 800);
     }
 
     #[test]
