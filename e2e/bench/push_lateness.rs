@@ -7,7 +7,7 @@
 //! server (objects created with kubectl-equivalent calls, watched by the controller, status
 //! written back; needs E2E_KUBECONFIG), and celery beat with 1,000 and 10,000 entries.
 //!
-//! `e2e/bench/run.sh` sets everything up; env: BENCH_SECONDS (measured window, default 10),
+//! `e2e/bench/run.sh` sets everything up; env: BENCH_SECONDS (measured window, default 30),
 //! BENCH_SKIP_API=1, BENCH_SKIP_BEAT=1.
 
 use std::process::Command;
@@ -36,7 +36,7 @@ fn seconds() -> u64 {
     std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(30)
 }
 
 struct Row {

@@ -2,7 +2,7 @@
 # Push-lateness benchmark of PeriodicTask (see push_lateness.rs): brings up a control plane
 # of its own in .e2e/bench (unless E2E_KUBECONFIG points at one), builds in release, runs,
 # prints the table, and brings its control plane down again.
-# Env: BENCH_SECONDS (default 10), BENCH_SKIP_API=1, BENCH_SKIP_BEAT=1.
+# Env: BENCH_SECONDS (default 30), BENCH_SKIP_API=1, BENCH_SKIP_BEAT=1.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"

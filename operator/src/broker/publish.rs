@@ -9,18 +9,26 @@ use super::BrokerError;
 
 /// KEYS[1] = dedupe key, KEYS[2] = queue list, KEYS[3] = the task's run counter;
 /// ARGV[1] = dedupe TTL seconds, ARGV[2] = envelope, ARGV[3] = the run count to start the
-/// counter from when it is missing, ARGV[4] = counter TTL seconds.
+/// counter from when it is missing, ARGV[4] = counter TTL seconds (set when it is created).
 /// One script, so a crash can never leave a pushed message without its dedupe key or its
-/// count (or the reverse), and two publishers racing for the same slot push once.
+/// count (or the reverse), and two publishers racing for the same slot push once. Three
+/// commands per push: Redis runs this thousands of times a second.
 pub const PUBLISH_SCRIPT: &str = r#"
-redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[4])
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   redis.call('LPUSH', KEYS[2], ARGV[2])
   local runs = redis.call('INCR', KEYS[3])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
+  if runs == 1 then
+    runs = tonumber(ARGV[3]) + 1
+    redis.call('SET', KEYS[3], runs, 'EX', ARGV[4])
+  end
   return {1, runs}
 end
-return {0, tonumber(redis.call('GET', KEYS[3]))}
+local runs = redis.call('GET', KEYS[3])
+if not runs then
+  runs = ARGV[3]
+  redis.call('SET', KEYS[3], runs, 'EX', ARGV[4])
+end
+return {0, tonumber(runs)}
 "#;
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH_SCRIPT));
@@ -233,6 +241,12 @@ mod tests {
             .await
             .expect("ttl");
         assert!((590..=600).contains(&left), "ttl {left}");
+        let counter_left: i64 = redis::cmd("TTL")
+            .arg("runs:t")
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        assert!((3590..=3600).contains(&counter_left), "ttl {counter_left}");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod message;
 mod python;
 pub mod queue;
+pub mod stamp;
 pub mod task_id;
 pub mod validate;
 
@@ -21,5 +22,6 @@ mod testdata;
 pub use decode::{DecodeError, DecodedMessage, decode_envelope};
 pub use message::{EncodeError, EncodedMessage, TaskMessage};
 pub use queue::TransportOptions;
+pub use stamp::Stamp;
 pub use task_id::{dedupe_key, runs_key, task_id_for_slot};
 pub use validate::{Field, MAX_BODY_BYTES, ValidationError, validate_message};

@@ -1,6 +1,9 @@
 //! The beat: one timer queue over every PeriodicTask, driven by one tokio task that sleeps
 //! until the earliest slot. Reconciles feed it (upsert/remove); firing runs in its own task
-//! per PeriodicTask so a slow broker never delays the others.
+//! per PeriodicTask so a slow broker never delays the others. A firing starts a [`lead`]
+//! ahead of its slot, stamps the task's message (see [`crate::celery::Stamp`]) and hands
+//! it to the push thread ([`Batchers`]), which pushes everything due at an instant in one
+//! pipeline per broker.
 //!
 //! Exactly once per slot: the task id is derived from (uid, slot) and the push is the atomic
 //! "SET dedupe key NX, then LPUSH" script, so a crash between push and status write, a
@@ -30,8 +33,8 @@ pub type Key = String;
 
 /// Dedupe keys of run-now requests live this long (annotation values are not reused).
 pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Life of a task's run counter in the broker, refreshed by every push. It only bridges a
-/// push and the status write that records it; a missing counter restarts from status.
+/// Life of a task's run counter in the broker. It only bridges a push and the status write
+/// that records it; once expired it starts again from the count the engine knows.
 const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long before its slot a task's message is built and handed to the push thread, so
 /// that a busy main runtime (reconciles, status writes, thousands of tasks on one instant)
@@ -145,17 +148,6 @@ impl Engine {
     }
 }
 
-impl Shared {
-    fn set_lead(&self, tasks: usize) {
-        let us = lead(tasks).num_microseconds().unwrap_or(0);
-        self.lead_us.store(us, Ordering::Relaxed);
-    }
-
-    fn lead(&self) -> TimeDelta {
-        TimeDelta::microseconds(self.lead_us.load(Ordering::Relaxed))
-    }
-}
-
 struct Shared {
     /// Pushes go through the push thread.
     brokers: Batchers,
@@ -165,6 +157,17 @@ struct Shared {
     lead_us: AtomicI64,
     stats: Arc<Stats>,
     metrics: Option<Arc<Metrics>>,
+}
+
+impl Shared {
+    fn set_lead(&self, tasks: usize) {
+        let us = lead(tasks).num_microseconds().unwrap_or(0);
+        self.lead_us.store(us, Ordering::Relaxed);
+    }
+
+    fn lead(&self) -> TimeDelta {
+        TimeDelta::microseconds(self.lead_us.load(Ordering::Relaxed))
+    }
 }
 
 struct Entry {
@@ -618,7 +621,7 @@ async fn push_due(
                 continue;
             }
         };
-        match plan.template.encode(&plan.transport, id, slot, Utc::now()) {
+        match plan.encode_run(id, slot, Utc::now()) {
             Ok(enc) => ready.push((slot, id, Some(enc))),
             // Late enough that it would expire before a worker sees it: a missed run.
             Err(EncodeError::Invalid(v)) if v.field == Field::Expires => {

@@ -10,7 +10,9 @@ use crate::api::periodic_task::{MissedRunPolicy, PeriodicTask, PeriodicTaskSpec}
 use crate::api::shared::TransportOptionsSpec;
 use crate::celery::message::DEFAULT_QUEUE;
 use crate::celery::task_id::TASK_ID_NAMESPACE;
-use crate::celery::{EncodeError, EncodedMessage, TaskMessage, TransportOptions, ValidationError};
+use crate::celery::{
+    EncodeError, EncodedMessage, Stamp, TaskMessage, TransportOptions, ValidationError,
+};
 use crate::schedule::{CrontabFields, Interval, Schedule, ScheduleError, ScheduleSpec};
 
 /// Origin header of every message the operator pushes.
@@ -98,9 +100,32 @@ pub struct Plan {
     pub transport: TransportOptions,
     /// Life of a slot's dedupe key; see [`super::slots::dedupe_ttl`].
     pub dedupe_ttl: std::time::Duration,
+    /// The message with holes for each run's values (`None`: encode each run in full).
+    pub stamp: Option<Stamp>,
 }
 
 impl Plan {
+    /// The message of run `id` for `slot`, published at `now`: stamped when it can be,
+    /// else encoded in full (which also says why a run cannot be sent).
+    pub fn encode_run(
+        &self,
+        id: Uuid,
+        slot: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<EncodedMessage, EncodeError> {
+        let delivery_tag = Uuid::new_v4();
+        if let Some(enc) = self
+            .stamp
+            .as_ref()
+            .and_then(|s| s.stamp(id, slot, delivery_tag, now))
+        {
+            return Ok(enc);
+        }
+        self.template
+            .message(id, slot)
+            .encode(&self.transport, delivery_tag, now)
+    }
+
     /// The first slot strictly after `after` (and after the floor), before the end.
     pub fn next_slot(&self, after: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
         let after = after.map_or(self.floor, |a| a.max(self.floor));
@@ -213,6 +238,13 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
     template
         .encode(&transport, run_now_task_id(&uid, "check"), now, now)
         .map_err(|e| PlanError::Message(e.to_string()))?;
+    let stamp = Stamp::new(
+        &template.message(Uuid::nil(), now),
+        template.expires,
+        &transport,
+        now,
+    )
+    .map_err(|e| PlanError::Message(e.to_string()))?;
     let policy = spec.missed_run_policy.unwrap_or_default();
     let starting_deadline = spec
         .starting_deadline_seconds
@@ -230,6 +262,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         starting_deadline,
         template,
         transport,
+        stamp,
     })
 }
 
@@ -307,10 +340,13 @@ mod tests {
             "{task: a.b, args: [1, x], kwargs: {n: 'Zoë'}, priority: 5, queue: q, expires: 30s, schedule: {every: 1s}, broker: {redisCache: r}}",
         );
         let plan = build(&pt, at(1_900_000_000)).expect("plan");
+        assert!(
+            plan.stamp.is_some(),
+            "runs are stamped, not encoded in full"
+        );
         let id = run_now_task_id("u", "1");
         let enc = plan
-            .template
-            .encode(&plan.transport, id, at(1_900_000_001), at(1_900_000_001))
+            .encode_run(id, at(1_900_000_001), at(1_900_000_001))
             .expect("encode");
         assert_eq!(enc.queue_key, "q\x06\x163");
         let dec = crate::celery::decode_envelope(&enc.envelope).expect("decode");
@@ -321,6 +357,12 @@ mod tests {
         assert!(
             enc.envelope.contains("2030-03-17T17:47:11"),
             "expires = slot + 30s"
+        );
+        // A run pushed after its expiry is refused with the encoder's reason.
+        let late = plan.encode_run(id, at(1_900_000_001), at(1_900_000_040));
+        assert!(
+            matches!(late, Err(EncodeError::Invalid(ref v)) if v.field == crate::celery::Field::Expires),
+            "{late:?}"
         );
     }
 
