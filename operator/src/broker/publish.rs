@@ -143,15 +143,15 @@ mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};
 
-    /// A throwaway redis-server, when one is installed (`make deps` installs it).
-    struct Server(Child, u16);
+    /// A throwaway redis-server, killed when dropped.
+    struct Server(Child);
 
     impl Server {
-        fn start() -> Option<Self> {
+        /// A redis-server on a free port (`make deps` installs it) and a connection to it.
+        async fn start() -> (Self, redis::aio::ConnectionManager) {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .ok()?
-                .local_addr()
-                .ok()?
+                .and_then(|l| l.local_addr())
+                .expect("free port")
                 .port();
             let child = Command::new("redis-server")
                 .args([
@@ -165,14 +165,20 @@ mod tests {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .ok()?;
+                .expect("redis-server (make deps installs it)");
+            let server = Server(child);
             for _ in 0..100 {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Some(Server(child, port));
+                    let url = format!("redis://127.0.0.1:{port}/0");
+                    let conn = crate::broker::Connections::new()
+                        .get(&url)
+                        .await
+                        .expect("connect");
+                    return (server, conn);
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            None
+            panic!("redis-server did not listen on {port}");
         }
     }
 
@@ -183,29 +189,36 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_slot_is_pushed_once_with_its_dedupe_key_expiring() {
-        let Some(server) = Server::start() else {
-            eprintln!("redis-server not installed; skipped");
-            return;
-        };
-        let conns = crate::broker::Connections::new();
-        let url = format!("redis://127.0.0.1:{}/0", server.1);
-        let mut conn = conns.get(&url).await.expect("connect");
-        let ttl = Duration::from_secs(600);
-        let push = |dedupe: &str, msg: &str, seed| Push {
+    /// `envelope` for `queue`, deduplicated by `dedupe` (600 s), counted in `runs:t` (3600 s).
+    fn push(dedupe: &str, queue: &str, envelope: &str, seed: i64) -> Push {
+        Push {
             dedupe_key: dedupe.into(),
-            dedupe_ttl: ttl,
-            queue_key: "celery".into(),
-            envelope: msg.into(),
+            dedupe_ttl: Duration::from_secs(600),
+            queue_key: queue.into(),
+            envelope: envelope.into(),
             counter: RunCounter {
                 key: "runs:t".into(),
                 seed,
                 ttl: Duration::from_secs(3600),
             },
-        };
+        }
+    }
+
+    async fn lrange<C: ConnectionLike>(conn: &mut C, key: &str) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await
+            .expect("lrange")
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_pushed_once_with_its_dedupe_key_expiring() {
+        let (_server, mut conn) = Server::start().await;
         let mut publish = async |dedupe, msg, seed| {
-            publish_once(&mut conn, &push(dedupe, msg, seed))
+            publish_once(&mut conn, &push(dedupe, "celery", msg, seed))
                 .await
                 .expect("publish")
         };
@@ -227,14 +240,11 @@ mod tests {
             }
         );
         assert_eq!(other, pushed(7));
-        let list: Vec<String> = redis::cmd("LRANGE")
-            .arg("celery")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .expect("lrange");
-        assert_eq!(list, ["m2", "m1"], "LPUSH: newest first, once each");
+        assert_eq!(
+            lrange(&mut conn, "celery").await,
+            ["m2", "m1"],
+            "LPUSH: newest first, once each"
+        );
         let left: i64 = redis::cmd("TTL")
             .arg("d:1")
             .query_async(&mut conn)
@@ -251,24 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_isolates_a_failing_push_and_survives_a_script_flush() {
-        let Some(server) = Server::start() else {
-            eprintln!("redis-server not installed; skipped");
-            return;
-        };
-        let conns = crate::broker::Connections::new();
-        let url = format!("redis://127.0.0.1:{}/0", server.1);
-        let mut conn = conns.get(&url).await.expect("connect");
-        let push = |n: u32, queue: &str| Push {
-            dedupe_key: format!("d:{n}"),
-            dedupe_ttl: Duration::from_secs(60),
-            queue_key: queue.into(),
-            envelope: format!("m{n}"),
-            counter: RunCounter {
-                key: "runs:b".into(),
-                seed: 0,
-                ttl: Duration::from_secs(60),
-            },
-        };
+        let (_server, mut conn) = Server::start().await;
         let _: () = redis::cmd("SET")
             .arg("not-a-list")
             .arg("x")
@@ -281,7 +274,11 @@ mod tests {
             .query_async(&mut conn)
             .await
             .expect("flush");
-        let batch = [push(1, "q"), push(2, "not-a-list"), push(3, "q")];
+        let batch = [
+            push("d:1", "q", "m1", 0),
+            push("d:2", "not-a-list", "m2", 0),
+            push("d:3", "q", "m3", 0),
+        ];
         let results = publish_batch(&mut conn, &batch).await.expect("batch");
         assert_eq!(results.len(), 3);
         assert_eq!(
@@ -291,14 +288,7 @@ mod tests {
         let err = results[1].as_ref().expect_err("WRONGTYPE");
         assert!(err.to_string().contains("WRONGTYPE"), "{err}");
         assert_eq!(results[2].as_ref().ok().map(|p| p.runs), Some(2));
-        let list: Vec<String> = redis::cmd("LRANGE")
-            .arg("q")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .expect("lrange");
-        assert_eq!(list, ["m3", "m1"]);
+        assert_eq!(lrange(&mut conn, "q").await, ["m3", "m1"]);
     }
 
     #[tokio::test]
