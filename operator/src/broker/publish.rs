@@ -11,11 +11,17 @@ use super::BrokerError;
 /// ARGV[1] = dedupe TTL seconds, ARGV[2] = envelope, ARGV[3] = the run count to start the
 /// counter from when it is missing, ARGV[4] = counter TTL seconds (set when it is created).
 /// One script, so a crash can never leave a pushed message without its dedupe key or its
-/// count (or the reverse), and two publishers racing for the same slot push once. Three
-/// commands per push: Redis runs this thousands of times a second.
+/// count (or the reverse), and two publishers racing for the same slot push once. A push
+/// that fails (the queue key holds another type) takes its dedupe key back, so the retry
+/// pushes instead of finding the slot done. Three commands per push: Redis runs this
+/// thousands of times a second.
 pub const PUBLISH_SCRIPT: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('LPUSH', KEYS[2], ARGV[2])
+  local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[2])
+  if type(pushed) == 'table' and pushed.err then
+    redis.call('DEL', KEYS[1])
+    return pushed
+  end
   local runs = redis.call('INCR', KEYS[3])
   if runs == 1 then
     runs = tonumber(ARGV[3]) + 1
@@ -289,6 +295,16 @@ mod tests {
         assert!(err.to_string().contains("WRONGTYPE"), "{err}");
         assert_eq!(results[2].as_ref().ok().map(|p| p.runs), Some(2));
         assert_eq!(lrange(&mut conn, "q").await, ["m3", "m1"]);
+
+        // Nothing is lost: once the key is fixed, the failed push goes out on retry.
+        let _: () = redis::cmd("DEL")
+            .arg("not-a-list")
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+        let retry = publish_once(&mut conn, &batch[1]).await.expect("retry");
+        assert_eq!(retry.outcome, PublishOutcome::Pushed);
+        assert_eq!(lrange(&mut conn, "not-a-list").await, ["m2"]);
     }
 
     #[tokio::test]
