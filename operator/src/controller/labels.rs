@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use super::{Error, Result};
@@ -37,6 +37,23 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Result<Owner
 }
 
 /// Namespace of a namespaced object.
+/// Metadata of an object the operator owns: its name, namespace and labels, and the owner
+/// whose deletion makes the garbage collector delete it too.
+pub fn owned_meta(
+    name: impl Into<String>,
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    owner: OwnerReference,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(labels),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    }
+}
+
 pub fn namespace<K: ResourceExt>(obj: &K) -> Result<String> {
     obj.namespace()
         .ok_or(Error::MissingField("metadata.namespace"))

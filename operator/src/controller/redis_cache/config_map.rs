@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::settings::{REDIS_PORT, Settings};
 use crate::api::redis_cache::{MaxMemoryPolicy, PersistenceMode};
+use crate::controller::labels::owned_meta;
 
 /// Key of redis.conf in the ConfigMap; the pod mounts it at /etc/redis/redis.conf.
 pub const CONFIG_KEY: &str = "redis.conf";
@@ -75,13 +76,7 @@ pub fn build(
     redis_conf: &str,
 ) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(config_map_name(name)),
-            namespace: Some(namespace.into()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(config_map_name(name), namespace, labels, owner),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
             redis_conf.to_string(),

@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::redis_cache::Purpose;
+use crate::controller::labels::owned_meta;
 
 /// A broker blocks voluntary evictions (a drain waits for an operator's decision, because
 /// losing the broker stalls every worker); a cache may be evicted, it refills itself.
@@ -23,13 +24,7 @@ pub fn build(
         Purpose::Cache => (None, Some(IntOrString::Int(1))),
     };
     PodDisruptionBudget {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(name, namespace, labels, owner),
         spec: Some(PodDisruptionBudgetSpec {
             min_available,
             max_unavailable,

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::settings::REDIS_PORT;
+use crate::controller::labels::owned_meta;
 
 /// Key of the password in the generated password Secret and in the connection Secret.
 pub const PASSWORD_KEY: &str = "password";
@@ -49,13 +50,7 @@ pub fn build_password_secret(
     password: &str,
 ) -> Secret {
     Secret {
-        metadata: ObjectMeta {
-            name: Some(password_secret_name(name)),
-            namespace: Some(namespace.into()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(password_secret_name(name), namespace, labels, owner),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
             PASSWORD_KEY.to_string(),
@@ -105,13 +100,7 @@ pub fn build_connection_secret(
         data.insert(PASSWORD_KEY.to_string(), p.to_string());
     }
     Secret {
-        metadata: ObjectMeta {
-            name: Some(connection_secret_name(name)),
-            namespace: Some(namespace.into()),
-            labels: Some(labels),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(connection_secret_name(name), namespace, labels, owner),
         type_: Some("Opaque".into()),
         data: Some(
             data.into_iter()

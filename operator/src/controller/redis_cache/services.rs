@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::REDIS_PORT;
+use crate::controller::labels::owned_meta;
 
 pub fn headless_service_name(name: &str) -> String {
     format!("{name}-headless")
@@ -21,13 +22,7 @@ fn service(
     headless: bool,
 ) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace.into()),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![owner.clone()]),
-            ..Default::default()
-        },
+        metadata: owned_meta(name, namespace, labels.clone(), owner.clone()),
         spec: Some(ServiceSpec {
             cluster_ip: headless.then(|| "None".to_string()),
             publish_not_ready_addresses: headless.then_some(true),

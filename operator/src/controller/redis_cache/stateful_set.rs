@@ -20,6 +20,7 @@ use super::services::headless_service_name;
 use super::settings::{AuthSettings, REDIS_PORT, Settings};
 use crate::api::redis_cache::PersistenceMode;
 use crate::api::shared::PodOverrides;
+use crate::controller::labels::owned_meta;
 
 /// Pod template annotation holding the redis.conf checksum.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "celeryoperator.io/config-checksum";
@@ -179,13 +180,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
         "Delete"
     };
     StatefulSet {
-        metadata: ObjectMeta {
-            name: Some(i.name.into()),
-            namespace: Some(i.namespace.into()),
-            labels: Some(i.labels.clone()),
-            owner_references: Some(vec![i.owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(i.name, i.namespace, i.labels.clone(), i.owner),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(headless_service_name(i.name)),

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use crate::api::worker_pool::{
     DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, LogLevel, WorkerPoolKind, WorkerPoolSpec,
 };
+use crate::controller::labels::owned_meta;
 
 /// The worker's argv after `celery`.
 pub fn worker_args(spec: &WorkerPoolSpec) -> Vec<String> {
@@ -101,13 +102,7 @@ pub fn build(i: Inputs<'_>) -> Deployment {
         ..Default::default()
     };
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(i.name.into()),
-            namespace: Some(i.namespace.into()),
-            labels: Some(i.labels.clone()),
-            owner_references: Some(vec![i.owner]),
-            ..Default::default()
-        },
+        metadata: owned_meta(i.name, i.namespace, i.labels.clone(), i.owner),
         spec: Some(DeploymentSpec {
             replicas: Some(i.replicas),
             selector: LabelSelector {
