@@ -32,17 +32,17 @@ struct Request {
 
 /// Handle of the push thread; the thread ends when the last handle is dropped.
 #[derive(Clone)]
-pub struct Batchers {
+pub struct PushThread {
     tx: mpsc::UnboundedSender<Request>,
 }
 
-impl std::fmt::Debug for Batchers {
+impl std::fmt::Debug for PushThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Batchers { .. }")
+        f.write_str("PushThread { .. }")
     }
 }
 
-impl Batchers {
+impl PushThread {
     /// Starts the push thread (or, if no thread can be started, a task on this runtime).
     pub fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -117,7 +117,12 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<Request>) {
             }
             waiting.pop();
             if let Some(r) = requests.remove(&id) {
-                due.entry(r.url.clone()).or_default().push(r);
+                match due.get_mut(&r.url) {
+                    Some(batch) => batch.push(r),
+                    None => {
+                        due.insert(r.url.clone(), vec![r]);
+                    }
+                }
             }
         }
         for (url, mut batch) in due {

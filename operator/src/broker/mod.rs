@@ -7,11 +7,9 @@ mod batcher;
 mod connections;
 mod publish;
 
-pub use batcher::{Acked, Batchers};
+pub use batcher::{Acked, PushThread};
 pub use connections::Connections;
-pub use publish::{
-    PUBLISH_SCRIPT, PublishOutcome, Published, Push, RunCounter, publish_batch, publish_once,
-};
+pub use publish::{PUBLISH_SCRIPT, PublishOutcome, Published, Push, RunCounter, publish_batch};
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.
 #[derive(Clone, Debug, thiserror::Error)]

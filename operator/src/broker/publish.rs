@@ -76,17 +76,6 @@ pub struct Published {
     pub runs: i64,
 }
 
-/// One `EVALSHA` of [`PUBLISH_SCRIPT`].
-pub async fn publish_once<C: ConnectionLike>(
-    conn: &mut C,
-    push: &Push,
-) -> Result<Published, BrokerError> {
-    let mut results = publish_batch(conn, std::slice::from_ref(push)).await?;
-    results
-        .pop()
-        .unwrap_or_else(|| Err(BrokerError::Command("no reply".into())))
-}
-
 /// Pushes in one pipeline: `SCRIPT LOAD` (a no-op when cached, and it makes a restarted
 /// Redis work without a `NOSCRIPT` round trip), then one `EVALSHA` per push. The outer
 /// error is the connection's; a push that fails alone (say its queue key holds another
@@ -193,6 +182,15 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    /// One push: a batch of one.
+    async fn publish_once<C: ConnectionLike>(
+        conn: &mut C,
+        push: &Push,
+    ) -> Result<Published, BrokerError> {
+        let mut results = publish_batch(conn, std::slice::from_ref(push)).await?;
+        results.pop().expect("one reply")
     }
 
     /// `envelope` for `queue`, deduplicated by `dedupe` (600 s), counted in `runs:t` (3600 s).

@@ -2,7 +2,7 @@
 //! until the earliest slot. Reconciles feed it (upsert/remove); firing runs in its own task
 //! per PeriodicTask so a slow broker never delays the others. A firing starts a [`lead`]
 //! ahead of its slot, stamps the task's message (see [`crate::celery::Stamp`]) and hands
-//! it to the push thread ([`Batchers`]), which pushes everything due at an instant in one
+//! it to the push thread ([`PushThread`]), which pushes everything due at an instant in one
 //! pipeline per broker.
 //!
 //! Exactly once per slot: the task id is derived from (uid, slot) and the push is the atomic
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::plan::{Plan, run_now_task_id};
 use super::slots;
 use super::stats::Stats;
-use crate::broker::{Batchers, BrokerError, Connections, PublishOutcome, Push, RunCounter};
+use crate::broker::{BrokerError, Connections, PublishOutcome, Push, PushThread, RunCounter};
 use crate::celery::message::{EncodeError, EncodedMessage};
 use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
 use crate::metrics::{FailureLabels, Metrics};
@@ -127,7 +127,7 @@ impl Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
         let shared = Arc::new(Shared {
-            brokers: Batchers::start(),
+            pusher: PushThread::start(),
             conns: Connections::new(),
             lead_us: AtomicI64::new(0),
             stats: stats.clone(),
@@ -150,7 +150,7 @@ impl Engine {
 
 struct Shared {
     /// Pushes go through the push thread.
-    brokers: Batchers,
+    pusher: PushThread,
     /// Connectivity probes.
     conns: Connections,
     /// The current [`lead`] in microseconds (it grows with the number of tasks).
@@ -595,7 +595,7 @@ async fn push_due(
         match plan.template.encode(&plan.transport, id, now, now) {
             Ok(enc) => {
                 let p = push(dedupe_key(prefix, id), RUN_NOW_TTL, enc, total);
-                let (published, acked) = shared.brokers.push(url, Instant::now(), p).await?;
+                let (published, acked) = shared.pusher.push(url, Instant::now(), p).await?;
                 count(shared, published.outcome, None, acked);
                 out.total = Some(published.runs);
                 out.last_task_id = Some(id.to_string());
@@ -639,7 +639,7 @@ async fn push_due(
         if let Some(enc) = enc {
             let seed = out.total.unwrap_or(total);
             let p = push(dedupe_key(prefix, id), plan.dedupe_ttl, enc, seed);
-            let (published, acked) = shared.brokers.push(url, instant_of(slot), p).await?;
+            let (published, acked) = shared.pusher.push(url, instant_of(slot), p).await?;
             count(shared, published.outcome, Some(slot), acked);
             out.total = Some(published.runs);
             out.last_task_id = Some(id.to_string());

@@ -217,7 +217,7 @@ async fn observe(
     report: Option<Report>,
 ) {
     let mut warn = None;
-    let start_writer = {
+    let (start_writer, obj) = {
         let Ok(mut cells) = st.cells.lock() else {
             return;
         };
@@ -265,27 +265,24 @@ async fn observe(
         cell.dirty = true;
         let start = !cell.writing;
         cell.writing = true;
-        start.then(|| cell.obj.clone())
+        (start, cell.obj.clone())
     };
-    if let Some(obj) = start_writer {
-        if let Some((reason, note)) = warn {
-            st.ctx
-                .publish(&*obj, EventType::Warning, reason, "Schedule", note)
-                .await;
-        }
-        tokio::spawn(write_loop(st.clone(), key));
-    } else if let Some((reason, note)) = warn {
-        let obj = st
-            .cells
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).map(|c| c.obj.clone()));
-        if let Some(obj) = obj {
-            st.ctx
-                .publish(&*obj, EventType::Warning, reason, "Schedule", note)
-                .await;
-        }
+    if let Some((reason, note)) = warn {
+        st.ctx
+            .publish(&*obj, EventType::Warning, reason, "Schedule", note)
+            .await;
     }
+    if start_writer {
+        tokio::spawn(write_loop(st.clone(), key));
+    }
+}
+
+/// The object last seen for `key`.
+fn object_of(st: &State, key: &Key) -> Option<Arc<PeriodicTask>> {
+    st.cells
+        .lock()
+        .ok()
+        .and_then(|c| c.get(key).map(|c| c.obj.clone()))
 }
 
 fn forget(st: &State, key: &Key) {
@@ -355,22 +352,17 @@ async fn consume_reports(st: Arc<State>, mut reports: mpsc::UnboundedReceiver<Re
     while let Some(mut report) = reports.recv().await {
         let key = report.key.clone();
         let events = std::mem::take(&mut report.events);
-        if !events.is_empty() {
-            let obj = st
-                .cells
-                .lock()
-                .ok()
-                .and_then(|c| c.get(&key).map(|c| c.obj.clone()));
-            if let Some(obj) = obj {
-                let st2 = st.clone();
-                tokio::spawn(async move {
-                    for e in events {
-                        st2.ctx
-                            .publish(&*obj, e.type_, e.reason, "Push", e.note)
-                            .await;
-                    }
-                });
-            }
+        if !events.is_empty()
+            && let Some(obj) = object_of(&st, &key)
+        {
+            let st2 = st.clone();
+            tokio::spawn(async move {
+                for e in events {
+                    st2.ctx
+                        .publish(&*obj, e.type_, e.reason, "Push", e.note)
+                        .await;
+                }
+            });
         }
         observe(&st, key, None, None, Some(report)).await;
     }
