@@ -23,6 +23,11 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
+# The kombu transport option that prefixes every key and channel, for tests of non-default
+# transports; it must equal the WorkerPool's transportOptions.globalKeyPrefix.
+if os.environ.get("E2E_GLOBAL_KEYPREFIX"):
+    app.conf.broker_transport_options = {"global_keyprefix": os.environ["E2E_GLOBAL_KEYPREFIX"]}
+
 _recorder = None
 
 

@@ -1,6 +1,10 @@
 //! Autoscaler reaction time: a burst of real Celery messages is pushed (LPUSH of the exact
 //! protocol v2 envelope) and the clock stops when the pool's Deployment has the replicas the
-//! backlog asks for. 50 bursts of one more message each, default 1 s poll interval.
+//! backlog asks for; default 1 s poll interval. Two series of 50 bursts:
+//! - growing: each burst adds one message to the waiting ones (1 -> 2 -> ... -> 50 replicas);
+//! - from zero: the queue is emptied and the pool scaled to zero, then 1 to 20 messages are
+//!   pushed at once (0 -> N replicas).
+//!
 //! Needs a running control plane: e2e/bench/run-autoscale.sh.
 
 use std::time::{Duration, Instant};
@@ -33,7 +37,7 @@ async fn main() {
         &ns.name,
         &format!("--from-literal=url={}", redis.url(0)),
     ]));
-    let manifest = "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {name: pool}\nspec:\n  image: proj:1\n  app: tasks\n  broker: {secretKeyRef: {name: broker, key: url}}\n  autoscaling: {minReplicas: 0, maxReplicas: 100, targetTasksPerReplica: 1}\n";
+    let manifest = "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {name: pool}\nspec:\n  image: proj:1\n  app: tasks\n  broker: {secretKeyRef: {name: broker, key: url}}\n  autoscaling: {minReplicas: 0, maxReplicas: 100, targetTasksPerReplica: 1, scaleDownStabilization: 1s, idleBeforeScaleToZero: 1s}\n";
     ok(kubectl_with_input(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(manifest),
@@ -56,41 +60,74 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let transport = TransportOptions::default();
-    let mut reactions = Vec::with_capacity(BURSTS);
-    for burst in 1..=BURSTS {
-        let msg =
-            TaskMessage::new("tasks.add", uuid::Uuid::new_v4()).args(serde_json::json!([burst, 1]));
-        let encoded = msg
-            .encode(&transport, uuid::Uuid::new_v4(), chrono::Utc::now())
-            .expect("valid message");
-        let out = redis.cli(&["LPUSH", &encoded.queue_key, &encoded.envelope]);
-        assert!(out.status.success());
-        let pushed = Instant::now();
-        let want = i32::try_from(burst).expect("small");
-        loop {
-            if replicas().await == Some(want) {
-                break;
-            }
-            assert!(
-                pushed.elapsed() < Duration::from_secs(30),
-                "no reaction to burst {burst}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let push = |n: usize| {
+        let mut args = vec!["LPUSH".to_string(), "celery".to_string()];
+        for i in 0..n {
+            let msg =
+                TaskMessage::new("tasks.add", uuid::Uuid::new_v4()).args(serde_json::json!([i, 1]));
+            let encoded = msg
+                .encode(&transport, uuid::Uuid::new_v4(), chrono::Utc::now())
+                .expect("valid message");
+            assert_eq!(encoded.queue_key, "celery");
+            args.push(encoded.envelope);
         }
-        reactions.push(pushed.elapsed());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(redis.cli(&args).status.success());
+        Instant::now()
+    };
+    let wait_for = |want: i32, what: String| {
+        let replicas = &replicas;
+        async move {
+            let since = Instant::now();
+            while replicas().await != Some(want) {
+                assert!(since.elapsed() < Duration::from_secs(60), "{what}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    let mut growing = Vec::with_capacity(BURSTS);
+    for burst in 1..=BURSTS {
+        let pushed = push(1);
+        wait_for(
+            i32::try_from(burst).expect("small"),
+            format!("no reaction to burst {burst}"),
+        )
+        .await;
+        growing.push(pushed.elapsed());
     }
-    reactions.sort();
+
+    let mut from_zero = Vec::with_capacity(BURSTS);
+    for burst in 1..=BURSTS {
+        assert!(redis.cli(&["DEL", "celery"]).status.success());
+        wait_for(0, format!("no scale to zero before burst {burst}")).await;
+        let n = 1 + (burst * 7) % 20;
+        let pushed = push(n);
+        wait_for(
+            i32::try_from(n).expect("small"),
+            format!("no reaction to burst {burst} of {n}"),
+        )
+        .await;
+        from_zero.push(pushed.elapsed());
+    }
+
     println!(
-        "autoscaler reaction (burst pushed -> Deployment spec.replicas), {BURSTS} bursts, poll interval 1s"
+        "autoscaler reaction (burst pushed -> Deployment spec.replicas), {BURSTS} bursts per series, poll interval 1s"
     );
-    println!("| p50 | p99 | max | min |");
-    println!("|---|---|---|---|");
+    println!("| series | p50 | p99 | max | min |");
+    println!("|---|---|---|---|---|");
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
-    println!(
-        "| {} | {} | {} | {} |",
-        ms(percentile(&reactions, 0.5)),
-        ms(percentile(&reactions, 0.99)),
-        ms(reactions[reactions.len() - 1]),
-        ms(reactions[0])
-    );
+    for (name, mut reactions) in [
+        ("growing, +1 message", growing),
+        ("from zero, 1-20 messages", from_zero),
+    ] {
+        reactions.sort();
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            ms(percentile(&reactions, 0.5)),
+            ms(percentile(&reactions, 0.99)),
+            ms(reactions[reactions.len() - 1]),
+            ms(reactions[0])
+        );
+    }
 }

@@ -95,6 +95,20 @@ impl Operator {
         self.child.id()
     }
 
+    /// The value of one series of its /metrics, such as
+    /// `celery_operator_reconciles_total{kind="RedisCache"}`; None until it is served.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, body) = http_get(self.metrics_port, "/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        body.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .filter(|v| v.starts_with(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
     /// The operator's log so far (to assert nothing secret was logged).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

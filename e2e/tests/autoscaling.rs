@@ -19,10 +19,16 @@ struct Setup {
     client: Client,
     ns: TestNamespace,
     redis: RedisServer,
-    _operator: Operator,
+    operator: Operator,
+    /// kombu's `global_keyprefix` of the pool and its workers ("" for none).
+    key_prefix: String,
 }
 
 async fn setup(prefix: &str, autoscaling: &str) -> Setup {
+    setup_with_key_prefix(prefix, autoscaling, "").await
+}
+
+async fn setup_with_key_prefix(prefix: &str, autoscaling: &str, key_prefix: &str) -> Setup {
     let client = client().await;
     let ns = TestNamespace::new(&client, prefix).await;
     let redis = RedisServer::start(None, Some("sc4le"), &[]);
@@ -36,7 +42,7 @@ async fn setup(prefix: &str, autoscaling: &str) -> Setup {
         &format!("--from-literal=url={}", redis.url(0)),
     ]));
     let manifest = format!(
-        "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {{name: pool}}\nspec:\n  image: proj:1\n  app: tasks\n  queues: [celery, mail]\n  concurrency: 2\n  broker: {{secretKeyRef: {{name: broker, key: url}}}}\n  autoscaling: {autoscaling}\n"
+        "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {{name: pool}}\nspec:\n  image: proj:1\n  app: tasks\n  queues: [celery, mail]\n  concurrency: 2\n  broker: {{secretKeyRef: {{name: broker, key: url}}}}\n  autoscaling: {autoscaling}\n  transportOptions: {{globalKeyPrefix: {key_prefix:?}}}\n"
     );
     ok(kubectl_with_input(
         &["apply", "-n", &ns.name, "-f", "-"],
@@ -47,13 +53,17 @@ async fn setup(prefix: &str, autoscaling: &str) -> Setup {
         client,
         ns,
         redis,
-        _operator: operator,
+        operator,
+        key_prefix: key_prefix.into(),
     }
 }
 
 impl Setup {
     fn env(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([("CELERY_BROKER_URL".to_string(), self.redis.url(0))])
+        BTreeMap::from([
+            ("CELERY_BROKER_URL".to_string(), self.redis.url(0)),
+            ("E2E_GLOBAL_KEYPREFIX".to_string(), self.key_prefix.clone()),
+        ])
     }
 
     /// Publishes `n` real Celery messages with Celery itself.
@@ -172,11 +182,16 @@ async fn a_burst_scales_up_at_once_drains_and_scales_down_to_zero() {
 }
 
 #[tokio::test]
-async fn max_replicas_bounds_the_scale_and_is_reported() {
+async fn min_and_max_replicas_bound_the_scale_and_are_reported() {
     let s = setup(
         "as-max",
-        "{minReplicas: 1, maxReplicas: 3, targetTasksPerReplica: 1}",
+        "{minReplicas: 2, maxReplicas: 3, targetTasksPerReplica: 1}",
     )
+    .await;
+    s.wait_replicas(2, "the minimum with nothing waiting").await;
+    eventually(WAIT, "ScalingLimited=True/TooFewReplicas", || async {
+        (s.condition("ScalingLimited") == "True/TooFewReplicas").then_some(())
+    })
     .await;
     s.push(20, "celery", 5);
     s.wait_replicas(3, "the maximum").await;
@@ -188,7 +203,8 @@ async fn max_replicas_bounds_the_scale_and_is_reported() {
 
 #[tokio::test]
 async fn busy_workers_keep_replicas_and_scale_in_removes_idle_pods_first() {
-    let s = setup("as-busy", "{minReplicas: 0, maxReplicas: 4, targetTasksPerReplica: 1, scaleDownStabilization: 8s, idleBeforeScaleToZero: 2s}").await;
+    // Under a kombu key prefix: queues, unacked and the heartbeat channel all carry it.
+    let s = setup_with_key_prefix("as-busy", "{minReplicas: 0, maxReplicas: 4, targetTasksPerReplica: 1, scaleDownStabilization: 8s, idleBeforeScaleToZero: 2s}", "app:").await;
     s.push(2, "celery", 0);
     s.wait_replicas(2, "2 replicas for 2 tasks").await;
     let pods: Api<Pod> = Api::namespaced(s.client.clone(), &s.ns.name);
@@ -274,6 +290,21 @@ async fn an_unreachable_broker_holds_replicas_and_sets_the_condition() {
         Some(3),
         "replicas are held while the broker is unreachable"
     );
+    // A new operator process that never read the broker holds them too (not minReplicas).
+    s.operator.restart();
+    eventually(WAIT, "the new process to reconcile the pool", || async {
+        s.operator
+            .metric("celery_operator_reconciles_total{kind=\"WorkerPool\"}")
+            .filter(|n| *n >= 1.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        s.replicas().await,
+        Some(3),
+        "a restart while the broker is down keeps the replicas"
+    );
+    assert_eq!(s.condition("ScalingActive"), "False/BrokerUnreachable");
     let events = ok(kubectl(&[
         "get",
         "events",
@@ -290,4 +321,7 @@ async fn an_unreachable_broker_holds_replicas_and_sets_the_condition() {
         (s.condition("ScalingActive") == "True/ValidMetric").then_some(())
     })
     .await;
+    // And it scales again on what the broker holds.
+    s.push(5, "celery", 0);
+    s.wait_replicas(5, "scaling resumes: 5 replicas").await;
 }

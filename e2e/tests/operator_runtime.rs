@@ -7,16 +7,6 @@ use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, ok, repo_r
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The body may be chunked; the series lines survive either way.
-fn metric(port: u16, series: &str) -> Option<f64> {
-    let (status, body) = http_get(port, "/metrics")?;
-    if status != 200 {
-        return None;
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
-
 fn leader_args(ns: &str) -> Vec<String> {
     [
         "--leader-election",
@@ -50,8 +40,8 @@ async fn one_replica_leads_and_a_standby_takes_over_within_the_lease_duration() 
                     return None;
                 }
             }
-            let la = metric(a.metrics_port, "celery_operator_leader ")?;
-            let lb = metric(b.metrics_port, "celery_operator_leader ")?;
+            let la = a.metric("celery_operator_leader")?;
+            let lb = b.metric("celery_operator_leader")?;
             match (la as i64, lb as i64) {
                 (1, 0) => Some('a'),
                 (0, 1) => Some('b'),
@@ -104,7 +94,7 @@ async fn one_replica_leads_and_a_standby_takes_over_within_the_lease_duration() 
     killed.kill();
     let killed_at = Instant::now();
     eventually(WAIT, "the standby to take over", || async {
-        (metric(standby.metrics_port, "celery_operator_leader ")? == 1.0).then_some(())
+        (standby.metric("celery_operator_leader")? == 1.0).then_some(())
     })
     .await;
     let took = killed_at.elapsed();

@@ -571,6 +571,25 @@ async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one of every, crontab or cron"));
+    // An interval Celery would take as a float is refused at admission, naming the field.
+    let out = kubectl_with_input(
+        &["apply", "-n", &h.ns.name, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+                "metadata": {"name": "fraction"},
+                "spec": {"task": "tasks.record", "schedule": {"every": "1.5s"},
+                         "broker": {"secretKeyRef": {"name": "broker", "key": "url"}}}
+            })
+            .to_string(),
+        ),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec.schedule.every"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]

@@ -277,6 +277,22 @@ async fn spec_changes_update_objects_and_a_config_change_rolls_the_pod() {
     })
     .await;
     assert_ne!(before, after);
+    eventually(WAIT, "Updated events on the RedisCache", || async {
+        let events = ok(kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns.name,
+            "--field-selector",
+            "involvedObject.kind=RedisCache",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}:{.note}{.message}{\"\\n\"}{end}",
+        ]));
+        (events.contains("Updated:Updated ConfigMap broker-config")
+            && events.contains("Updated:Updated StatefulSet broker"))
+        .then_some(())
+    })
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     eventually(WAIT, "the worker Deployment to follow the spec", || async {
         let d = deployments.get("default").await.ok()?;
@@ -314,18 +330,37 @@ async fn password_and_objects_survive_reconciles_and_operator_restarts_untouched
         "jsonpath={range .items[*]}{.metadata.resourceVersion} {end}",
     ]));
 
-    // A reconcile triggered by an unrelated metadata change, then two crash-restarts.
-    ok(kubectl(&[
+    // A reconcile triggered by an unrelated metadata change, then two crash-restarts, each
+    // followed by reconciles of both objects.
+    let annotated = ok(kubectl(&[
         "annotate",
         "-n",
         &ns.name,
         "rcache/broker",
         "touched=1",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
     ]));
-    operator.restart();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    operator.restart();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    for _ in 0..2 {
+        operator.restart();
+        eventually(
+            Duration::from_secs(30),
+            "reconciles after the restart",
+            || async {
+                let reconciled = |kind: &str| {
+                    operator
+                        .metric(&format!(
+                            "celery_operator_reconciles_total{{kind=\"{kind}\"}}"
+                        ))
+                        .is_some_and(|n| n >= 1.0)
+                };
+                (reconciled("RedisCache") && reconciled("WorkerPool")).then_some(())
+            },
+        )
+        .await;
+    }
+    // Writes, if any, would follow the reconcile at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let after = owned_versions(&client, &ns.name).await;
     assert_eq!(
@@ -340,15 +375,20 @@ async fn password_and_objects_survive_reconciles_and_operator_restarts_untouched
     // The annotation bumped the RedisCache itself once; statuses were not rewritten after that.
     let status_after = ok(kubectl(&[
         "get",
-        "wpool",
+        "rcache,wpool",
         "-n",
         &ns.name,
         "-o",
         "jsonpath={range .items[*]}{.metadata.resourceVersion} {end}",
     ]));
-    assert!(
-        status_before.ends_with(&status_after),
-        "WorkerPool status untouched: {status_before} vs {status_after}"
+    let wpool_before = status_before.split_whitespace().nth(1);
+    assert_eq!(
+        status_after.split_whitespace().collect::<Vec<_>>(),
+        [Some(annotated.as_str()), wpool_before]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        "RedisCache and WorkerPool untouched after the annotation (before: {status_before})"
     );
 }
 
@@ -458,9 +498,65 @@ async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
             .is_none(),
         "no Deployment without a broker"
     );
+    let events = pool_events(&ns.name);
+    assert!(
+        events
+            .contains("Warning:BrokerNotFound:spec.broker.redisCache: RedisCache broker not found"),
+        "a Warning event names the missing broker:\n{events}"
+    );
     apply_sample(&ns.name, "rediscache.yaml");
     wait_ready(&ns.name, &["workerpool/default"]);
     assert!(condition().starts_with("True:"));
+
+    // A result backend on database 1 of the same RedisCache: URL from its Secret, never inlined.
+    ok(kubectl(&[
+        "patch",
+        "wpool",
+        "default",
+        "-n",
+        &ns.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"resultBackend":{"redisCache":"broker","database":1}}}"#,
+    ]));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let env = eventually(WAIT, "CELERY_RESULT_BACKEND on the worker", || async {
+        let d = deployments.get("default").await.ok()?;
+        let env = d.spec?.template.spec?.containers[0].env.clone()?;
+        env.iter()
+            .any(|e| e.name == "CELERY_RESULT_BACKEND")
+            .then_some(env)
+    })
+    .await;
+    let var = |name: &str| env.iter().find(|e| e.name == name).cloned().expect(name);
+    assert_eq!(
+        var("CELERY_RESULT_BACKEND").value.as_deref(),
+        Some("$(CELERY_OPERATOR_CELERY_RESULT_BACKEND_BASE)/1")
+    );
+    let base = var("CELERY_OPERATOR_CELERY_RESULT_BACKEND_BASE")
+        .value_from
+        .and_then(|v| v.secret_key_ref)
+        .expect("from a Secret");
+    assert_eq!(base.name, "broker-connection");
+    let events = pool_events(&ns.name);
+    assert!(
+        events.contains("Normal:Updated:Updated Deployment default"),
+        "{events}"
+    );
+}
+
+/// The WorkerPool events of a namespace, one `type:reason:note` per line.
+fn pool_events(ns: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "involvedObject.kind=WorkerPool",
+        "-o",
+        "jsonpath={range .items[*]}{.type}:{.reason}:{.note}{.message}{\"\\n\"}{end}",
+    ]))
 }
 
 #[tokio::test]
@@ -477,41 +573,172 @@ async fn invalid_specs_are_rejected_at_apply_naming_the_field() {
             "apiVersion: celeryoperator.io/v1alpha1\nkind: RedisCache\nmetadata: {{name: bad}}\nspec:\n{spec}"
         )
     };
-    let cases = [
+    const BOTH: &str = "set exactly one of redisCache or secretKeyRef";
+    let cases: Vec<(String, &[&str])> = vec![
         (
             pool("  replicas: -1\n  broker: {redisCache: b}\n"),
-            "spec.replicas",
+            &["spec.replicas"],
         ),
         (
             pool("  concurrency: 0\n  broker: {redisCache: b}\n"),
-            "spec.concurrency",
+            &["spec.concurrency"],
         ),
         (
             pool("  pool: fibers\n  broker: {redisCache: b}\n"),
-            "spec.pool",
+            &["spec.pool"],
         ),
         (
             pool("  broker: {redisCache: b, secretKeyRef: {name: s, key: url}}\n"),
-            "set exactly one of redisCache or secretKeyRef",
+            &["spec.broker", BOTH],
+        ),
+        (pool("  broker: {}\n"), &["spec.broker", BOTH]),
+        (
+            pool("  broker: {redisCache: b}\n  resultBackend: {}\n"),
+            &["spec.resultBackend", BOTH],
         ),
         (
-            pool("  broker: {}\n"),
-            "set exactly one of redisCache or secretKeyRef",
+            pool("  broker: {secretKeyRef: {name: s, key: url}, database: 2}\n"),
+            &["spec.broker", "database applies to redisCache only"],
         ),
-        (cache("  purpose: queue\n"), "spec.purpose"),
+        (
+            pool(
+                "  broker: {redisCache: b}\n  autoscaling: {maxReplicas: 3, pollInterval: 500ms}\n",
+            ),
+            &["spec.autoscaling.pollInterval"],
+        ),
+        (cache("  purpose: queue\n"), &["spec.purpose"]),
         (
             cache("  config: {requirepass: hunter2}\n"),
-            "must not set a directive the operator owns",
+            &["spec.config", "must not set a directive the operator owns"],
         ),
-        (cache("  config: {port: \"7000\"}\n"), "spec.config"),
+        (cache("  config: {port: \"7000\"}\n"), &["spec.config"]),
+        (
+            cache("  config: {timeout: \"0\\nrequirepass x\"}\n"),
+            &["spec.config", "single lines"],
+        ),
+        (
+            cache("  maxMemory: 12parsecs\n"),
+            &["spec.maxMemory", "at least 1Mi"],
+        ),
+        (
+            cache("  maxMemory: 512\n"),
+            &["spec.maxMemory", "at least 1Mi"],
+        ),
+        (
+            cache("  persistence: {mode: aof, size: \"0\"}\n"),
+            &["spec.persistence.size", "positive quantity"],
+        ),
     ];
-    for (manifest, expected) in cases {
+    for (manifest, expected) in &cases {
+        let out = apply_yaml(&ns.name, manifest);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{manifest}");
+        for text in *expected {
+            assert!(
+                stderr.contains(text),
+                "message for\n{manifest}\nshould name {text:?}, got: {stderr}"
+            );
+        }
+    }
+    // Quantities the API server accepts are accepted.
+    ok(apply_yaml(
+        &ns.name,
+        &cache("  maxMemory: 1e9\n  persistence: {mode: rdb, size: 2Gi}\n"),
+    ));
+}
+
+#[tokio::test]
+async fn a_cache_keeps_its_data_volume_and_says_why_at_apply() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "volume").await;
+    let cache = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: celeryoperator.io/v1alpha1\nkind: RedisCache\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        )
+    };
+    let rejected = |manifest: String, expected: &str| {
         let out = apply_yaml(&ns.name, &manifest);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted:\n{manifest}");
         assert!(
             stderr.contains(expected),
-            "message for\n{manifest}\nshould name {expected:?}, got: {stderr}"
+            "message for\n{manifest}\nshould say {expected:?}, got: {stderr}"
+        );
+    };
+    // A cache has no volume; becoming a broker would give it one (the purpose's default).
+    ok(apply_yaml(&ns.name, &cache("c", "  purpose: cache\n")));
+    rejected(
+        cache("c", "  purpose: broker\n"),
+        "cannot gain or lose its data volume",
+    );
+    ok(apply_yaml(
+        &ns.name,
+        &cache("c", "  purpose: broker\n  persistence: {mode: none}\n"),
+    ));
+    // A volume keeps its size and class; rdb <-> aof is free.
+    ok(apply_yaml(
+        &ns.name,
+        &cache("v", "  persistence: {mode: rdb, size: 1Gi}\n"),
+    ));
+    rejected(
+        cache("v", "  persistence: {mode: rdb, size: 2Gi}\n"),
+        "spec.persistence.size and spec.persistence.storageClassName cannot change",
+    );
+    rejected(
+        cache(
+            "v",
+            "  persistence: {mode: rdb, size: 1Gi, storageClassName: fast}\n",
+        ),
+        "cannot change after creation",
+    );
+    rejected(
+        cache("v", "  persistence: {mode: none}\n"),
+        "cannot gain or lose its data volume",
+    );
+    ok(apply_yaml(
+        &ns.name,
+        &cache("v", "  persistence: {mode: aof, size: 1Gi}\n"),
+    ));
+}
+
+/// The samples document optional fields as commented-out YAML; uncommented, they must still
+/// be accepted, or the documentation has drifted from the CRDs.
+#[tokio::test]
+async fn every_commented_field_of_the_samples_is_valid_when_uncommented() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "samples").await;
+    let key_like = |s: &str| {
+        s.split_once(':').is_some_and(|(k, _)| {
+            k.starts_with(|c: char| c.is_ascii_alphabetic())
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
+    };
+    for file in ["rediscache.yaml", "workerpool.yaml"] {
+        let path = celery_operator_e2e::repo_root()
+            .join("deploy/samples")
+            .join(file);
+        let text = std::fs::read_to_string(&path).expect("sample");
+        let mut uncommented = 0;
+        let yaml: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("  # ") {
+                Some(rest) if rest.starts_with(' ') || rest.starts_with("- ") || key_like(rest) => {
+                    uncommented += 1;
+                    format!("  {rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        assert!(
+            uncommented >= 10,
+            "{file}: only {uncommented} commented lines found"
+        );
+        let out = apply_yaml(&ns.name, &yaml);
+        assert!(
+            out.status.success(),
+            "{file} uncommented is refused: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -45,6 +45,18 @@ pub struct History {
     last_busy: Option<DateTime<Utc>>,
 }
 
+impl History {
+    /// The history of a pool found running `replicas` when this process takes it over
+    /// (restart, new leader): as if it had just recommended them and been busy, so neither
+    /// the stabilization window nor the idle period is skipped.
+    pub fn resumed(replicas: u32, now: DateTime<Utc>) -> Self {
+        Self {
+            recommendations: VecDeque::from([(now, replicas)]),
+            last_busy: (replicas > 0).then_some(now),
+        }
+    }
+}
+
 /// Why the decision is bounded, for the `ScalingLimited` condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Limit {
@@ -221,6 +233,28 @@ mod tests {
             decide(&p, load(1, 0), t(302), &mut h).desired,
             1,
             "0 -> 1 as soon as anything waits"
+        );
+    }
+
+    #[test]
+    fn a_resumed_pool_keeps_its_replicas_for_the_window_and_the_idle_period() {
+        let mut h = History::resumed(6, t(0));
+        assert_eq!(
+            decide(&policy(), load(0, 0), t(1), &mut h).desired,
+            6,
+            "a new leader with an empty queue does not scale in at once"
+        );
+        assert_eq!(
+            decide(&policy(), load(0, 0), t(61), &mut h).desired,
+            1,
+            "after the window: one warm worker, the idle period started at the takeover"
+        );
+        assert_eq!(decide(&policy(), load(0, 0), t(301), &mut h).desired, 0);
+        let mut h = History::resumed(0, t(0));
+        assert_eq!(
+            decide(&policy(), load(0, 0), t(1), &mut h).desired,
+            0,
+            "a pool at zero stays there"
         );
     }
 

@@ -114,7 +114,7 @@ pub struct ScheduleSpec {
     /// A fixed interval such as `10s` or `1h15m40s` (at least 1s); slots are anchored at
     /// `startTime` or creation, so they never drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
     pub every: Option<String>,
     /// Celery's crontab, with Celery's semantics (AND of the day fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]

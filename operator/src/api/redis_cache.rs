@@ -35,6 +35,40 @@ pub const OWNED_DIRECTIVES: &[&str] = &[
     "user",
 ];
 
+/// Whether a spec has a data volume: `persistence.mode` when set, else the purpose's default.
+macro_rules! has_volume {
+    ($s:literal) => {
+        concat!(
+            "(has(",
+            $s,
+            ".persistence) ? ",
+            $s,
+            ".persistence.mode != 'none' : (has(",
+            $s,
+            ".purpose) && ",
+            $s,
+            ".purpose == 'broker'))"
+        )
+    };
+}
+
+/// A transition rule: whether the RedisCache has a data volume never changes.
+const PERSISTENCE_KEEPS_ITS_VOLUME: &str =
+    concat!(has_volume!("self"), " == ", has_volume!("oldSelf"));
+
+/// A transition rule: the data volume keeps its size and storage class.
+const VOLUME_SIZE_AND_CLASS_FIXED: &str = concat!(
+    "!",
+    has_volume!("self"),
+    " || !",
+    has_volume!("oldSelf"),
+    " || (",
+    "(has(self.persistence) && has(self.persistence.size) ? string(self.persistence.size) : '1Gi') == ",
+    "(has(oldSelf.persistence) && has(oldSelf.persistence.size) ? string(oldSelf.persistence.size) : '1Gi') && ",
+    "(has(self.persistence) && has(self.persistence.storageClassName) ? self.persistence.storageClassName : '') == ",
+    "(has(oldSelf.persistence) && has(oldSelf.persistence.storageClassName) ? oldSelf.persistence.storageClassName : ''))"
+);
+
 /// A Redis server used as Django cache and/or Celery broker.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[kube(
@@ -51,6 +85,10 @@ pub const OWNED_DIRECTIVES: &[&str] = &[
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(PERSISTENCE_KEEPS_ITS_VOLUME)
+    .message("spec.persistence: a RedisCache cannot gain or lose its data volume after creation (the StatefulSet's volume claim template is immutable). spec.purpose picks the default (aof for a broker, none for a cache): set spec.persistence.mode to keep the current one, or create a new RedisCache"))]
+#[x_kube(validation = Rule::new(VOLUME_SIZE_AND_CLASS_FIXED)
+    .message("spec.persistence.size and spec.persistence.storageClassName cannot change after creation (the StatefulSet's volume claim template is immutable); create a new RedisCache to move the data"))]
 pub struct RedisCacheSpec {
     /// Redis container image (default `redis:7.4`). The pod runs it as uid 999, the `redis`
     /// user of the official images.
@@ -61,8 +99,11 @@ pub struct RedisCacheSpec {
     /// broker silently loses tasks.
     #[serde(default)]
     pub purpose: Purpose,
-    /// `maxmemory`, as a Kubernetes quantity (`256Mi`, `1Gi`). Unset: no limit.
+    /// `maxmemory`, as a Kubernetes quantity of at least `1Mi` (`256Mi`, `1Gi`). Unset: no
+    /// limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1048576 : (isQuantity(self) && quantity(self).compareTo(quantity('1Mi')) >= 0)")
+        .message("spec.maxMemory must be a quantity of at least 1Mi, such as 256Mi or 1Gi"))]
     pub max_memory: Option<Quantity>,
     /// `maxmemory-policy`; overrides the purpose's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,12 +118,14 @@ pub struct RedisCacheSpec {
     /// the operator owns (port, bind, requirepass, dir, maxmemory, appendonly, save, ...) are
     /// rejected: use the dedicated fields.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     #[x_kube(validation = Rule::new(
         "self.all(k, !(k.lowerAscii() in ['port', 'bind', 'requirepass', 'masterauth', 'dir', 'daemonize', 'supervised', 'pidfile', 'logfile', 'protected-mode', 'include', 'maxmemory', 'maxmemory-policy', 'appendonly', 'save', 'unixsocket', 'aclfile', 'user']))"
     ).message("spec.config must not set a directive the operator owns (port, bind, requirepass, masterauth, dir, daemonize, supervised, pidfile, logfile, protected-mode, include, maxmemory, maxmemory-policy, appendonly, save, unixsocket, aclfile, user); use the dedicated fields"))]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9-]*$'))")
         .message("spec.config keys must be lower-case redis.conf directive names"))]
+    #[x_kube(validation = Rule::new("self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r'))")
+        .message("spec.config values must be single lines: a newline would add another directive"))]
     pub config: BTreeMap<String, String>,
     /// Resource requests and limits of the Redis container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,11 +165,14 @@ pub enum MaxMemoryPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Persistence {
     /// `none` (memory only), `rdb` (snapshots) or `aof` (append-only file, every second).
+    /// Switching between `rdb` and `aof` is allowed; to or from `none` is not.
     pub mode: PersistenceMode,
-    /// Size of the PersistentVolumeClaim (default `1Gi`).
+    /// Size of the PersistentVolumeClaim (default `1Gi`). Fixed once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))")
+        .message("spec.persistence.size must be a positive quantity, such as 1Gi"))]
     pub size: Option<Quantity>,
-    /// StorageClass of the claim; unset uses the cluster default.
+    /// StorageClass of the claim; unset uses the cluster default. Fixed once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Keep the PersistentVolumeClaim when the RedisCache is deleted (default false).

@@ -124,16 +124,16 @@ pub struct Autoscaling {
     pub target_tasks_per_replica: Option<i32>,
     /// How often the backlog is read (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 16))]
+    #[schemars(length(min = 2, max = 16), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
     pub poll_interval: Option<String>,
     /// Scale down only to the highest replica count wanted within this window (default `60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 16))]
+    #[schemars(length(min = 2, max = 16), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
     pub scale_down_stabilization: Option<String>,
     /// With `minReplicas: 0`, keep one worker until the queues were empty this long
     /// (default `300s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 16))]
+    #[schemars(length(min = 2, max = 16), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
     pub idle_before_scale_to_zero: Option<String>,
 }
 

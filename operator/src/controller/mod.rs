@@ -9,7 +9,8 @@ pub mod periodic_task;
 pub mod redis_cache;
 pub mod worker_pool;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -71,6 +72,7 @@ pub struct Context {
     /// The one event recorder of the process.
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub backoff: Backoff,
 }
 
 impl Context {
@@ -84,6 +86,7 @@ impl Context {
             client,
             namespace,
             metrics,
+            backoff: Backoff::default(),
         }
     }
 
@@ -125,13 +128,57 @@ impl Context {
     }
 }
 
-/// Backoff of a failed reconcile: short for transient API errors, longer for bad specs that
-/// only a user can fix (a spec change triggers a reconcile at once anyway).
+/// The longest wait before retrying a failed reconcile.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// First retry delay of a failed reconcile: short for transient API errors, longer for bad
+/// specs that only a user can fix (a spec change triggers a reconcile at once anyway).
 pub fn requeue_after(err: &Error) -> Duration {
     match err {
-        Error::InvalidSpec(_) => Duration::from_secs(300),
+        Error::InvalidSpec(_) => MAX_BACKOFF,
         Error::BrokerUnresolved(_) | Error::MissingSecret(_) => Duration::from_secs(15),
         _ => Duration::from_secs(5),
+    }
+}
+
+/// The delay after `failures` earlier consecutive failures: doubled each time, capped.
+pub fn backoff_delay(first: Duration, failures: u32) -> Duration {
+    first.saturating_mul(1 << failures.min(16)).min(MAX_BACKOFF)
+}
+
+/// Consecutive reconcile failures per object, so retries back off exponentially instead of
+/// hammering the API server or a broker; a successful reconcile resets the count.
+#[derive(Default)]
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The kind, namespace and name of an object: its key here.
+    pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+        let meta = obj.meta();
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Records one more failure of `key` and returns how long to wait before retrying.
+    pub fn failed(&self, key: String, err: &Error) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = failures.entry(key).or_default();
+        let delay = backoff_delay(requeue_after(err), *n);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
     }
 }
 
@@ -196,4 +243,37 @@ async fn ensure_crds_installed(client: &Client) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap_and_reset_on_success() {
+        let backoff = Backoff::default();
+        let err = || Error::MissingField("metadata.namespace");
+        let delays: Vec<u64> = (0..8)
+            .map(|_| backoff.failed("WorkerPool/ns/a".into(), &err()).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(
+            backoff.failed("WorkerPool/ns/b".into(), &err()).as_secs(),
+            5,
+            "each object has its own count"
+        );
+        backoff.succeeded("WorkerPool/ns/a");
+        assert_eq!(
+            backoff.failed("WorkerPool/ns/a".into(), &err()).as_secs(),
+            5
+        );
+        let broker = Error::BrokerUnresolved("spec.broker: RedisCache b not found".into());
+        assert_eq!(backoff.failed("x".into(), &broker).as_secs(), 15);
+        assert_eq!(backoff.failed("x".into(), &broker).as_secs(), 30);
+        assert_eq!(
+            backoff_delay(Duration::from_secs(5), u32::MAX),
+            MAX_BACKOFF,
+            "no overflow"
+        );
+    }
 }

@@ -28,7 +28,7 @@ use self::status::Seen;
 use super::apply::write_status;
 use super::broker_ref;
 use super::labels::namespace;
-use super::{Context, Error, Result, requeue_after};
+use super::{Backoff, Context, Error, Result};
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, RUN_NOW_ANNOTATION};
 
 /// Re-read the broker Secret this often (a rotated password is picked up).
@@ -139,9 +139,10 @@ fn key_of(pt: &PeriodicTask) -> Key {
     format!("{}/{}", pt.namespace().unwrap_or_default(), pt.name_any())
 }
 
-fn error_policy(pt: Arc<PeriodicTask>, err: &Error, _st: Arc<State>) -> Action {
-    tracing::warn!(periodictask = %pt.name_any(), namespace = pt.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), "reconcile failed");
-    Action::requeue(requeue_after(err))
+fn error_policy(pt: Arc<PeriodicTask>, err: &Error, st: Arc<State>) -> Action {
+    let retry = st.ctx.backoff.failed(Backoff::key(&*pt), err);
+    tracing::warn!(periodictask = %pt.name_any(), namespace = pt.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), retry_in_s = retry.as_secs(), "reconcile failed");
+    Action::requeue(retry)
 }
 
 async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
@@ -203,6 +204,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
             }
         }
     };
+    ctx.backoff.succeeded(&Backoff::key(&*pt));
     observe(&st, key, Some(pt), Some(seen), None).await;
     Ok(action)
 }

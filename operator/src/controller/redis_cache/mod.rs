@@ -24,7 +24,7 @@ use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
 use super::labels::{namespace, object_labels, owner_reference, selector_labels};
-use super::{Context, Error, Result, requeue_after};
+use super::{Backoff, Context, Error, Result};
 use crate::api::redis_cache::{Purpose, RedisCache};
 use settings::{AuthSettings, Settings};
 
@@ -52,15 +52,19 @@ pub async fn run(ctx: Arc<Context>) {
 fn error_policy(
     rc: Arc<RedisCache>,
     err: &Error,
-    _ctx: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
-    tracing::warn!(rediscache = %rc.name_any(), namespace = rc.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), "reconcile failed");
-    Action::requeue(requeue_after(err))
+    let retry = ctx.backoff.failed(Backoff::key(&*rc), err);
+    tracing::warn!(rediscache = %rc.name_any(), namespace = rc.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), retry_in_s = retry.as_secs(), "reconcile failed");
+    Action::requeue(retry)
 }
 
 async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started("RedisCache");
     let result = apply_all(&rc, &ctx).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&Backoff::key(&*rc));
+    }
     if let Err(err) = &result {
         ctx.metrics
             .reconcile_failed("RedisCache", err.metric_label());

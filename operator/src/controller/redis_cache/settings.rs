@@ -104,37 +104,47 @@ pub fn resolve(spec: &RedisCacheSpec) -> Result<Settings, String> {
     })
 }
 
-/// Bytes of a Kubernetes quantity (`512Mi`, `1G`, `1048576`); fractions of a byte round down.
+/// Bytes of a Kubernetes quantity in any form the API server accepts (`512Mi`, `1G`, `1e9`,
+/// `1048576`, `500m`); fractions of a byte round down.
 pub fn parse_quantity_bytes(q: &str) -> Result<u64, String> {
     let q = q.trim();
-    let split = q
+    let unsigned = q.strip_prefix('+').unwrap_or(q);
+    let split = unsigned
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let multiplier: u64 = match suffix {
-        "" => 1,
-        "k" => 1000,
-        "M" => 1000u64.pow(2),
-        "G" => 1000u64.pow(3),
-        "T" => 1000u64.pow(4),
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(split);
+    let scale: f64 = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent if exponent.starts_with(['e', 'E']) => exponent[1..]
+            .parse::<i32>()
+            .map(|e| 10f64.powi(e))
+            .map_err(|_| format!("{q:?} is not a quantity"))?,
         other => {
             return Err(format!(
-                "{q:?} has an unsupported suffix {other:?} (use Ki, Mi, Gi, Ti, k, M, G, T)"
+                "{q:?} has an unknown suffix {other:?} (use Ki, Mi, Gi, Ti, k, M, G, T)"
             ));
         }
     };
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{q:?} is not a quantity"))?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!("{q:?} is not a non-negative quantity"));
-    }
-    let bytes = value * multiplier as f64;
-    if bytes > u64::MAX as f64 {
+        .map_err(|_| format!("{q:?} is not a non-negative quantity"))?;
+    let bytes = value * scale;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(format!("{q:?} is too large"));
     }
     Ok(bytes as u64)
@@ -210,7 +220,18 @@ mod tests {
         assert_eq!(parse_quantity_bytes("1.5Ki"), Ok(1536));
         assert_eq!(parse_quantity_bytes("100M"), Ok(100_000_000));
         assert_eq!(parse_quantity_bytes("4096"), Ok(4096));
+        assert_eq!(parse_quantity_bytes("1e9"), Ok(1_000_000_000));
+        assert_eq!(parse_quantity_bytes("2E3"), Ok(2000));
+        assert_eq!(parse_quantity_bytes("+1Mi"), Ok(1 << 20));
+        assert_eq!(parse_quantity_bytes("1E"), Ok(1_000_000_000_000_000_000));
+        assert_eq!(
+            parse_quantity_bytes("1500m"),
+            Ok(1),
+            "fractions of a byte round down"
+        );
         assert!(parse_quantity_bytes("-1Gi").is_err());
+        assert!(parse_quantity_bytes("16Ei").is_err(), "beyond u64");
+        assert!(parse_quantity_bytes("12parsecs").is_err());
         assert!(parse_quantity_bytes("1Xi").is_err());
     }
 }

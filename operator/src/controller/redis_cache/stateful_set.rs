@@ -343,4 +343,47 @@ mod tests {
             .expect("policy");
         assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
     }
+
+    #[test]
+    fn pod_overrides_reach_the_pod_and_the_checksum_survives_user_annotations() {
+        use k8s_openapi::api::core::v1::Toleration;
+
+        let toleration = Toleration {
+            key: Some("redis".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        let sts = build_for(&RedisCacheSpec {
+            pod: Some(PodOverrides {
+                annotations: BTreeMap::from([
+                    ("scrape".to_string(), "true".to_string()),
+                    (CONFIG_CHECKSUM_ANNOTATION.to_string(), "forged".to_string()),
+                ]),
+                node_selector: BTreeMap::from([("disk".to_string(), "ssd".to_string())]),
+                tolerations: vec![toleration.clone()],
+                affinity: None,
+            }),
+            ..Default::default()
+        });
+        let template = sts.spec.expect("spec").template;
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert_eq!(annotations.get("scrape").map(String::as_str), Some("true"));
+        assert_eq!(
+            annotations
+                .get(CONFIG_CHECKSUM_ANNOTATION)
+                .map(String::as_str),
+            Some("abc"),
+            "the operator's checksum wins, so config changes still roll the pod"
+        );
+        let pod = template.spec.expect("pod");
+        assert_eq!(
+            pod.node_selector,
+            Some(BTreeMap::from([("disk".to_string(), "ssd".to_string())]))
+        );
+        assert_eq!(pod.tolerations, Some(vec![toleration]));
+        assert_eq!(pod.affinity, None);
+    }
 }

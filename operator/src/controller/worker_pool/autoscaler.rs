@@ -3,7 +3,7 @@
 //! controller to reconcile a pool when its decision (or reachability) changes; the reconcile
 //! then applies the replicas and writes status, so the Deployment has one writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,10 +58,15 @@ struct PoolState {
     last_trigger: Option<tokio::time::Instant>,
     /// Pods this loop marked with a deletion cost, and the cost.
     marked: BTreeMap<String, u64>,
+    /// The Deployment's replicas when autoscaling of the pool started in this process: held
+    /// while the broker cannot be read before a first reading.
+    running: Option<u32>,
 }
 
 pub struct Autoscaler {
     pools: Mutex<HashMap<ObjectRef<WorkerPool>, PoolState>>,
+    /// Brokers with a poll under way; they are skipped until it ends.
+    polling: std::sync::Mutex<HashSet<String>>,
     connections: Connections,
     heartbeats: Heartbeats,
     trigger: UnboundedSender<ObjectRef<WorkerPool>>,
@@ -77,6 +82,7 @@ impl Autoscaler {
     ) -> Self {
         Self {
             pools: Mutex::default(),
+            polling: std::sync::Mutex::default(),
             connections: Connections::new(),
             heartbeats: Heartbeats::default(),
             trigger,
@@ -85,8 +91,10 @@ impl Autoscaler {
         }
     }
 
-    /// Starts (or updates) autoscaling a pool; called by its reconcile.
-    pub async fn register(&self, key: ObjectRef<WorkerPool>, target: Target) {
+    /// Starts (or updates) autoscaling a pool; called by its reconcile. `running` is the
+    /// Deployment's replicas, if it exists: after an operator restart or failover the
+    /// stabilization window starts from them, so a new leader never scales in at once.
+    pub async fn register(&self, key: ObjectRef<WorkerPool>, target: Target, running: Option<u32>) {
         let mut pools = self.pools.lock().await;
         match pools.get_mut(&key) {
             Some(state) if state.target == target => {}
@@ -95,15 +103,19 @@ impl Autoscaler {
                 state.next_poll = tokio::time::Instant::now();
             }
             None => {
+                let history = running
+                    .map(|r| History::resumed(r, Utc::now()))
+                    .unwrap_or_default();
                 pools.insert(
                     key,
                     PoolState {
                         target,
-                        history: History::default(),
+                        history,
                         measurement: None,
                         next_poll: tokio::time::Instant::now(),
                         last_trigger: None,
                         marked: BTreeMap::new(),
+                        running,
                     },
                 );
             }
@@ -131,14 +143,19 @@ impl Autoscaler {
         }
     }
 
-    async fn poll_due(&self) {
+    /// Starts one poll per broker with due pools. A broker whose last poll is still under way
+    /// is skipped, so a slow or unreachable broker never delays the pools of another.
+    async fn poll_due(self: &Arc<Self>) {
         let now = tokio::time::Instant::now();
-        // Due pools grouped by broker, so each broker gets one pipeline per poll.
         let mut by_url: HashMap<String, Vec<(ObjectRef<WorkerPool>, Target)>> = HashMap::new();
         {
             let mut pools = self.pools.lock().await;
+            let mut polling = self
+                .polling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (key, state) in pools.iter_mut() {
-                if state.next_poll <= now {
+                if state.next_poll <= now && !polling.contains(&state.target.url) {
                     state.next_poll = now + state.target.poll_interval;
                     by_url
                         .entry(state.target.url.clone())
@@ -146,40 +163,61 @@ impl Autoscaler {
                         .push((key.clone(), state.target.clone()));
                 }
             }
+            polling.extend(by_url.keys().cloned());
         }
         for (url, due) in by_url {
-            let keys: Vec<PoolKeys> = due.iter().map(|(_, t)| t.keys.clone()).collect();
-            let result = match self.connections.get(&url).await {
-                Ok(mut conn) => load::read(&mut conn, &keys).await,
-                Err(e) => Err(e),
-            };
-            if result.is_err() {
-                self.connections.forget(&url).await;
-            }
-            let running = self.heartbeats.active(&url).await;
-            for (i, (key, target)) in due.iter().enumerate() {
-                let reading = match &result {
-                    Ok(loads) => {
-                        let busy: BTreeMap<String, u64> = running
-                            .iter()
-                            .filter_map(|(host, n)| {
-                                pod_of_pool(host, &target.name).map(|pod| (pod.to_string(), *n))
-                            })
-                            .collect();
-                        let running_total: u64 = busy.values().sum();
-                        let q = loads.get(i).copied().unwrap_or_default();
-                        Ok((
-                            Load {
-                                waiting: q.waiting,
-                                in_flight: q.reserved + running_total,
-                            },
-                            busy,
-                        ))
-                    }
-                    Err(e) => Err(e.to_string()),
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let _done = PollDone {
+                    autoscaler: &this,
+                    url: &url,
                 };
-                self.update(key, target, reading).await;
-            }
+                this.poll_broker(&url, &due).await;
+            });
+        }
+    }
+
+    /// Reads the load of every due pool of one broker in one pipeline and decides each.
+    async fn poll_broker(&self, url: &str, due: &[(ObjectRef<WorkerPool>, Target)]) {
+        let keys: Vec<PoolKeys> = due.iter().map(|(_, t)| t.keys.clone()).collect();
+        let result = match self.connections.get(url).await {
+            Ok(mut conn) => load::read(&mut conn, &keys).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.connections.forget(url).await;
+        }
+        // Workers publish heartbeats under their transport's key prefix.
+        let mut running_by_prefix: HashMap<&str, HashMap<String, u64>> = HashMap::new();
+        for (i, (key, target)) in due.iter().enumerate() {
+            let reading = match &result {
+                Ok(loads) => {
+                    let prefix = target.keys.transport.global_key_prefix.as_str();
+                    if !running_by_prefix.contains_key(prefix) {
+                        let running = self.heartbeats.active(url, prefix).await;
+                        running_by_prefix.insert(prefix, running);
+                    }
+                    let busy: BTreeMap<String, u64> = running_by_prefix
+                        .get(prefix)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(host, n)| {
+                            pod_of_pool(host, &target.name).map(|pod| (pod.to_string(), *n))
+                        })
+                        .collect();
+                    let running_total: u64 = busy.values().sum();
+                    let q = loads.get(i).copied().unwrap_or_default();
+                    Ok((
+                        Load {
+                            waiting: q.waiting,
+                            in_flight: q.reserved + running_total,
+                        },
+                        busy,
+                    ))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            self.update(key, target, reading).await;
         }
     }
 
@@ -199,9 +237,14 @@ impl Autoscaler {
             let (measurement, busy) = match reading {
                 Ok((load, busy)) => {
                     let decision = decide(&target.policy, load, now, &mut state.history);
-                    let scaled = previous
-                        .as_ref()
-                        .is_none_or(|p| p.decision.desired != decision.desired);
+                    let scaled = match &previous {
+                        Some(p) => p.decision.desired != decision.desired,
+                        // The first reading scaled only if it moved what runs (or the minimum
+                        // the Deployment starts with).
+                        None => {
+                            decision.desired != state.running.unwrap_or(target.policy.min_replicas)
+                        }
+                    };
                     let last_scale_time = if scaled {
                         Some(now)
                     } else {
@@ -217,7 +260,8 @@ impl Autoscaler {
                         Some(busy),
                     )
                 }
-                // Unreachable broker: hold the last decision (and the replicas).
+                // Unreachable broker: hold the last decision, or before any reading the
+                // replicas that run, so a restart while Redis is down never scales in.
                 Err(error) => match &previous {
                     Some(p) => (
                         Measurement {
@@ -227,7 +271,7 @@ impl Autoscaler {
                         None,
                     ),
                     None => {
-                        let desired = target.policy.min_replicas;
+                        let desired = state.running.unwrap_or(target.policy.min_replicas);
                         let decision = Decision {
                             desired,
                             limited: None,
@@ -271,43 +315,103 @@ impl Autoscaler {
                 state.last_trigger = Some(tokio::time::Instant::now());
             }
             state.measurement = Some(measurement);
-            let to_mark = busy.map(|busy| {
-                let busy: BTreeMap<String, u64> =
-                    busy.into_iter().filter(|(_, n)| *n > 0).collect();
-                let mut changes = Vec::new();
-                for (pod, n) in &busy {
-                    if state.marked.get(pod) != Some(n) {
-                        changes.push((pod.clone(), *n));
-                    }
-                }
-                for pod in state.marked.keys() {
-                    if !busy.contains_key(pod) {
-                        changes.push((pod.clone(), 0));
-                    }
-                }
-                state.marked = busy;
-                changes
-            });
-            (trigger, to_mark.unwrap_or_default())
+            let to_mark = busy
+                .map(|busy| deletion_cost_changes(&state.marked, &busy))
+                .unwrap_or_default();
+            (trigger, to_mark)
         };
         if trigger {
             let _ = self.trigger.unbounded_send(key.clone());
         }
-        self.mark_pods(&target.namespace, to_mark).await;
+        if to_mark.is_empty() {
+            return;
+        }
+        let marked = self.mark_pods(&target.namespace, to_mark).await;
+        // Only patches that took effect are remembered, so a failed one is retried next poll.
+        if let Some(state) = self.pools.lock().await.get_mut(key) {
+            for (pod, cost) in marked {
+                if cost == 0 {
+                    state.marked.remove(&pod);
+                } else {
+                    state.marked.insert(pod, cost);
+                }
+            }
+        }
     }
 
     /// Busy pods get a deletion cost equal to their running tasks, so scale-in removes idle
-    /// pods first; a pod that became idle goes back to 0.
-    async fn mark_pods(&self, namespace: &str, changes: Vec<(String, u64)>) {
+    /// pods first; a pod that became idle goes back to 0. Returns the changes that hold now:
+    /// the patched pods, and pods that no longer exist (nothing left to mark).
+    async fn mark_pods(&self, namespace: &str, changes: Vec<(String, u64)>) -> Vec<(String, u64)> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let mut done = Vec::with_capacity(changes.len());
         for (pod, cost) in changes {
             let patch = serde_json::json!({"metadata": {"annotations": {DELETION_COST_ANNOTATION: cost.to_string()}}});
-            if let Err(err) = pods
+            match pods
                 .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                tracing::debug!(pod = %pod, error = %err, "could not set the pod deletion cost");
+                Ok(_) => done.push((pod, cost)),
+                Err(kube::Error::Api(e)) if e.code == 404 => done.push((pod, 0)),
+                Err(err) => {
+                    tracing::warn!(pod = %pod, error = %err, "could not set the pod deletion cost; retrying next poll");
+                }
             }
         }
+        done
+    }
+}
+
+/// Ends a broker's poll in [`Autoscaler::polling`], also if the poll panics.
+struct PollDone<'a> {
+    autoscaler: &'a Autoscaler,
+    url: &'a str,
+}
+
+impl Drop for PollDone<'_> {
+    fn drop(&mut self) {
+        self.autoscaler
+            .polling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.url);
+    }
+}
+
+/// The deletion-cost patches that bring the marked pods to `busy` (running tasks per pod):
+/// busy pods to their count, pods no longer busy back to 0.
+fn deletion_cost_changes(
+    marked: &BTreeMap<String, u64>,
+    busy: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    let mut changes: Vec<(String, u64)> = busy
+        .iter()
+        .filter(|(pod, n)| **n > 0 && marked.get(*pod) != Some(n))
+        .map(|(pod, n)| (pod.clone(), *n))
+        .collect();
+    changes.extend(
+        marked
+            .keys()
+            .filter(|pod| busy.get(*pod).is_none_or(|n| *n == 0))
+            .map(|pod| (pod.clone(), 0)),
+    );
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletion_costs_follow_running_tasks_and_return_to_zero() {
+        let marked: BTreeMap<String, u64> = [("a".into(), 2), ("b".into(), 1)].into();
+        let busy: BTreeMap<String, u64> =
+            [("a".into(), 2), ("b".into(), 0), ("c".into(), 3)].into();
+        assert_eq!(
+            deletion_cost_changes(&marked, &busy),
+            [("c".to_string(), 3), ("b".to_string(), 0)]
+        );
+        // Nothing changed: no patch.
+        assert!(deletion_cost_changes(&marked, &marked).is_empty());
     }
 }

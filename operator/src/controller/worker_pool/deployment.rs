@@ -244,4 +244,108 @@ mod tests {
             .collect();
         assert_eq!(names, ["CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"]);
     }
+
+    #[test]
+    fn pod_overrides_env_from_and_resources_reach_the_pod() {
+        use k8s_openapi::api::core::v1::{
+            Affinity, ConfigMapEnvSource, EnvFromSource, NodeAffinity, NodeSelector,
+            NodeSelectorRequirement, NodeSelectorTerm, ResourceRequirements, Toleration,
+        };
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+        use crate::api::shared::PodOverrides;
+
+        let affinity = Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: "zone".into(),
+                            operator: "In".into(),
+                            values: Some(vec!["a".into()]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let toleration = Toleration {
+            key: Some("workers".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        };
+        let resources = ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_string(),
+                Quantity("500m".into()),
+            )])),
+            ..Default::default()
+        };
+        let env_from = EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: "django".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let s = WorkerPoolSpec {
+            env_from: vec![env_from.clone()],
+            resources: Some(resources.clone()),
+            termination_grace_period_seconds: Some(900),
+            pod: Some(PodOverrides {
+                annotations: BTreeMap::from([("scrape".to_string(), "true".to_string())]),
+                node_selector: BTreeMap::from([("pool".to_string(), "celery".to_string())]),
+                tolerations: vec![toleration.clone()],
+                affinity: Some(affinity.clone()),
+            }),
+            ..spec()
+        };
+        let selector = BTreeMap::from([("app".to_string(), "default".to_string())]);
+        let d = build(Inputs {
+            name: "default",
+            namespace: "shop",
+            labels: selector.clone(),
+            selector: selector.clone(),
+            owner: OwnerReference::default(),
+            spec: &s,
+            replicas: 1,
+            url_env: Vec::new(),
+        });
+        let spec = d.spec.expect("spec");
+        assert_eq!(spec.selector.match_labels, Some(selector.clone()));
+        let template = spec.template;
+        let meta = template.metadata.expect("metadata");
+        assert_eq!(meta.labels, Some(selector));
+        assert_eq!(
+            meta.annotations,
+            Some(BTreeMap::from([("scrape".to_string(), "true".to_string())]))
+        );
+        let pod = template.spec.expect("pod");
+        assert_eq!(
+            pod.node_selector,
+            Some(BTreeMap::from([("pool".to_string(), "celery".to_string())]))
+        );
+        assert_eq!(pod.tolerations, Some(vec![toleration]));
+        assert_eq!(pod.affinity, Some(affinity));
+        assert_eq!(pod.termination_grace_period_seconds, Some(900));
+        assert_eq!(
+            pod.security_context
+                .and_then(|c| c.seccomp_profile)
+                .map(|p| p.type_),
+            Some("RuntimeDefault".into())
+        );
+        let c = &pod.containers[0];
+        assert_eq!(c.env_from, Some(vec![env_from]));
+        assert_eq!(c.resources, Some(resources));
+        assert_eq!(c.env, None, "no broker URL given, none invented");
+        let sc = c.security_context.as_ref().expect("security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+    }
 }

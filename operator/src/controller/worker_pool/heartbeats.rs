@@ -1,5 +1,5 @@
 //! Running tasks per worker, from the heartbeats Celery workers publish (every 2 s by default)
-//! on `/<db>.celeryev/worker.heartbeat`. A running task with early acks is no longer in
+//! on `<globalKeyPrefix>/<db>.celeryev/worker.heartbeat` (kombu prefixes PUBLISH too). A running task with early acks is no longer in
 //! `unacked`, so heartbeats are what keep a pool busy with long tasks from scaling in.
 
 use std::collections::HashMap;
@@ -22,23 +22,25 @@ struct Beat {
 /// Latest heartbeat per worker hostname of one broker.
 type BeatTable = Arc<Mutex<HashMap<String, Beat>>>;
 
-/// A [`BeatTable`] per broker URL, each fed by one subscriber task.
+/// A [`BeatTable`] per (broker URL, heartbeat channel), each fed by one subscriber task.
 #[derive(Default)]
 pub struct Heartbeats {
-    by_url: Mutex<HashMap<String, BeatTable>>,
+    by_channel: Mutex<HashMap<(String, String), BeatTable>>,
 }
 
 impl Heartbeats {
-    /// Running tasks per live worker hostname of the broker at `url`; subscribes on first use.
-    pub async fn active(&self, url: &str) -> HashMap<String, u64> {
+    /// Running tasks per live worker hostname of the broker at `url` whose workers use
+    /// `key_prefix`; subscribes on first use.
+    pub async fn active(&self, url: &str, key_prefix: &str) -> HashMap<String, u64> {
+        let key = (url.to_string(), channel(url, key_prefix));
         let table = {
-            let mut by_url = self.by_url.lock().await;
-            match by_url.get(url) {
+            let mut by_channel = self.by_channel.lock().await;
+            match by_channel.get(&key) {
                 Some(t) => t.clone(),
                 None => {
                     let t = Arc::new(Mutex::new(HashMap::new()));
-                    by_url.insert(url.to_string(), t.clone());
-                    tokio::spawn(subscribe(url.to_string(), t.clone()));
+                    by_channel.insert(key.clone(), t.clone());
+                    tokio::spawn(subscribe(key.0, key.1, t.clone()));
                     t
                 }
             }
@@ -54,15 +56,16 @@ impl Heartbeats {
     }
 }
 
-/// The heartbeat channel of the database a URL names (`/0` when none).
-pub fn channel(url: &str) -> String {
+/// The heartbeat channel of the database a URL names (`/0` when none), under the
+/// transport's `global_keyprefix`.
+pub fn channel(url: &str, key_prefix: &str) -> String {
     let db = url
         .rsplit_once('/')
         .filter(|(head, _)| head.contains("://") && head.len() > "redis://".len())
         .and_then(|(_, db)| db.split('?').next())
         .and_then(|db| db.parse::<u32>().ok())
         .unwrap_or(0);
-    format!("/{db}.celeryev/worker.heartbeat")
+    format!("{key_prefix}/{db}.celeryev/worker.heartbeat")
 }
 
 /// `(hostname, active, offline)` of a heartbeat envelope.
@@ -80,8 +83,7 @@ pub fn parse(payload: &[u8]) -> Option<(String, u64, bool)> {
 }
 
 /// Keeps a subscription open, reconnecting after a pause on any error.
-async fn subscribe(url: String, table: BeatTable) {
-    let channel = channel(&url);
+async fn subscribe(url: String, channel: String, table: BeatTable) {
     loop {
         if let Err(err) = listen(&url, &channel, &table).await {
             tracing::debug!(error = %crate::broker::BrokerError::describe(&err), "heartbeat subscription lost; retrying");
@@ -157,13 +159,24 @@ mod tests {
     }
 
     #[test]
-    fn channel_follows_the_database() {
+    fn channel_follows_the_database_and_the_key_prefix() {
         assert_eq!(
-            channel("redis://:p@h:6379/0"),
+            channel("redis://:p@h:6379/0", ""),
             "/0.celeryev/worker.heartbeat"
         );
-        assert_eq!(channel("redis://h:6379/3"), "/3.celeryev/worker.heartbeat");
-        assert_eq!(channel("redis://h:6379"), "/0.celeryev/worker.heartbeat");
+        assert_eq!(
+            channel("redis://h:6379/3", ""),
+            "/3.celeryev/worker.heartbeat"
+        );
+        assert_eq!(
+            channel("redis://h:6379", ""),
+            "/0.celeryev/worker.heartbeat"
+        );
+        // Captured from Celery 5.7 with broker_transport_options={"global_keyprefix": "pfx:"}.
+        assert_eq!(
+            channel("redis://h:6379/2", "pfx:"),
+            "pfx:/2.celeryev/worker.heartbeat"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use kube::{Api, ResourceExt};
 use super::apply::{apply_and_report, write_status};
 use super::broker_ref as broker;
 use super::labels::{namespace, object_labels, owner_reference, selector_labels};
-use super::{Context, Error, Result, requeue_after};
+use super::{Backoff, Context, Error, Result};
 use crate::api::shared::TransportOptionsSpec;
 use crate::api::worker_pool::Autoscaling;
 use crate::api::{RedisCache, WorkerPool};
@@ -83,9 +83,10 @@ fn uses_redis_cache(wp: &WorkerPool, name: &str) -> bool {
         .any(|b| b.redis_cache.as_deref() == Some(name))
 }
 
-fn error_policy(wp: Arc<WorkerPool>, err: &Error, _ctx: Arc<PoolContext>) -> Action {
-    tracing::warn!(workerpool = %wp.name_any(), namespace = wp.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), "reconcile failed");
-    Action::requeue(requeue_after(err))
+fn error_policy(wp: Arc<WorkerPool>, err: &Error, pctx: Arc<PoolContext>) -> Action {
+    let retry = pctx.ctx.backoff.failed(Backoff::key(&*wp), err);
+    tracing::warn!(workerpool = %wp.name_any(), namespace = wp.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), retry_in_s = retry.as_secs(), "reconcile failed");
+    Action::requeue(retry)
 }
 
 async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action> {
@@ -98,6 +99,9 @@ async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action
         return Ok(Action::await_change());
     }
     let result = apply_all(&wp, &pctx, &ns).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&Backoff::key(&*wp));
+    }
     if let Err(err) = &result {
         ctx.metrics
             .reconcile_failed("WorkerPool", err.metric_label());
@@ -193,19 +197,28 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
                 policy: policy.clone(),
                 poll_interval,
             };
-            pctx.autoscaler.register(key.clone(), target).await;
-            let measurement = pctx.autoscaler.measurement(&key).await;
-            let replicas = match &measurement {
-                Some(m) => i32::try_from(m.decision.desired).unwrap_or(i32::MAX),
-                // Before the first reading, keep what runs (or start at the minimum).
+            let mut measurement = pctx.autoscaler.measurement(&key).await;
+            // Before the first reading, keep what runs (or start at the minimum); what runs
+            // also seeds the autoscaler after a restart or failover.
+            let running = match &measurement {
+                Some(_) => None,
                 None => deployments
                     .get_opt(&name)
                     .await?
                     .and_then(|d| d.spec)
                     .and_then(|s| s.replicas)
-                    .unwrap_or(i32::try_from(policy.min_replicas).unwrap_or(0)),
+                    .and_then(|r| u32::try_from(r).ok()),
             };
-            (replicas, measurement)
+            pctx.autoscaler.register(key.clone(), target, running).await;
+            if measurement.is_none() {
+                measurement = pctx.autoscaler.measurement(&key).await;
+            }
+            let replicas = match (&measurement, running) {
+                (Some(m), _) => m.decision.desired,
+                (None, Some(r)) => r,
+                (None, None) => policy.min_replicas,
+            };
+            (i32::try_from(replicas).unwrap_or(i32::MAX), measurement)
         }
     };
     let desired = deployment::build(deployment::Inputs {

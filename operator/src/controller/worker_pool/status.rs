@@ -34,14 +34,28 @@ pub fn observed(
     let want = deploy.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = deploy.status.clone().unwrap_or_default();
     let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    // The Deployment controller has seen the newest template and moved every pod to it.
+    let rolled_out = status.observed_generation.unwrap_or(0)
+        >= deploy.metadata.generation.unwrap_or(0)
+        && updated >= want;
     let ready_condition = if want == 0 {
         Observed::new(READY, true, "ScaledToZero", "no workers are wanted")
-    } else if ready >= want {
+    } else if ready >= want && rolled_out {
         Observed::new(
             READY,
             true,
             "WorkersReady",
             format!("{ready}/{want} workers ready"),
+        )
+    } else if ready >= want {
+        Observed::new(
+            READY,
+            true,
+            "RollingOut",
+            format!(
+                "{ready}/{want} workers ready; a new revision is rolling out ({updated}/{want} updated)"
+            ),
         )
     } else {
         Observed::new(
@@ -185,6 +199,7 @@ mod tests {
             status: Some(DeploymentStatus {
                 replicas: Some(want),
                 ready_replicas: Some(ready),
+                updated_replicas: Some(want),
                 ..Default::default()
             }),
             ..Default::default()
@@ -210,6 +225,43 @@ mod tests {
             &s.conditions,
             BROKER_RESOLVED
         ));
+    }
+
+    #[test]
+    fn a_rollout_in_progress_is_named_while_the_old_workers_serve() {
+        let wp = WorkerPool::new("w", WorkerPoolSpec::default());
+        let mut d = deploy(3, 3);
+        d.metadata.generation = Some(2);
+        if let Some(st) = d.status.as_mut() {
+            st.observed_generation = Some(2);
+            st.updated_replicas = Some(1);
+        }
+        let reason = |d: &Deployment| {
+            let s = observed(&wp, d, None, Timestamp::UNIX_EPOCH);
+            let c = s.conditions.iter().find(|c| c.type_ == READY).cloned();
+            c.map(|c| (c.status, c.reason, c.message))
+        };
+        assert_eq!(
+            reason(&d),
+            Some((
+                "True".into(),
+                "RollingOut".into(),
+                "3/3 workers ready; a new revision is rolling out (1/3 updated)".into()
+            ))
+        );
+        if let Some(st) = d.status.as_mut() {
+            st.updated_replicas = Some(3);
+            st.observed_generation = Some(1);
+        }
+        assert_eq!(
+            reason(&d).map(|r| r.1),
+            Some("RollingOut".into()),
+            "the Deployment controller has not seen the new template yet"
+        );
+        if let Some(st) = d.status.as_mut() {
+            st.observed_generation = Some(2);
+        }
+        assert_eq!(reason(&d).map(|r| r.1), Some("WorkersReady".into()));
     }
 
     #[test]

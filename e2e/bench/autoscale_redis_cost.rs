@@ -1,0 +1,162 @@
+//! What autoscaling costs the broker: 1,000 autoscaled WorkerPools (queues `celery` and
+//! `mail`, default priority steps, 1 s poll interval) on one real Redis, the operator
+//! running against the real control plane. After every pool has had its first reading, the
+//! Redis commands per second, Redis CPU and operator CPU are measured over a window from
+//! `INFO commandstats` and /proc.
+//! Needs a running control plane: e2e/bench/run-autoscale.sh.
+//! Env: BENCH_POOLS (default 1000), BENCH_SECONDS (default 30).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use celery_operator::api::WorkerPool;
+use celery_operator_e2e::operator::Operator;
+use celery_operator_e2e::redis::RedisServer;
+use celery_operator_e2e::{TestNamespace, client, kubectl, kubectl_with_input, ok};
+use kube::Api;
+use kube::api::ListParams;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `cmdstat_<name>` -> (calls, usec) from `INFO commandstats`.
+fn command_stats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
+    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "commandstats"]).stdout).to_string();
+    out.lines()
+        .filter_map(|l| {
+            let (name, fields) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((name.to_string(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
+}
+
+/// Seconds of CPU (user + system) Redis has used.
+fn redis_cpu(redis: &RedisServer) -> f64 {
+    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "cpu"]).stdout).to_string();
+    out.lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Seconds of CPU (user + system) a process has used, from /proc (100 ticks per second).
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[tokio::main]
+async fn main() {
+    let pools = env_number("BENCH_POOLS", 1000);
+    let window = Duration::from_secs(env_number("BENCH_SECONDS", 30));
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "bench-cost").await;
+    let redis = RedisServer::start(None, None, &["--save", ""]);
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "broker",
+        "-n",
+        &ns.name,
+        &format!("--from-literal=url={}", redis.url(0)),
+    ]));
+    let manifest: String = (0..pools)
+        .map(|i| {
+            format!(
+                "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {{name: pool-{i}}}\nspec:\n  image: proj:1\n  app: tasks\n  queues: [celery, mail]\n  broker: {{secretKeyRef: {{name: broker, key: url}}}}\n  autoscaling: {{minReplicas: 0, maxReplicas: 10}}\n---\n"
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    ok(kubectl_with_input(
+        &["apply", "--server-side", "-n", &ns.name, "-f", "-"],
+        Some(&manifest),
+    ));
+    let operator = Operator::start(&ns.name);
+    let api: Api<WorkerPool> = Api::namespaced(client.clone(), &ns.name);
+    loop {
+        let list = api.list(&ListParams::default()).await.expect("list");
+        let active = list
+            .items
+            .iter()
+            .filter(|wp| {
+                wp.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "ScalingActive" && c.status == "True")
+                })
+            })
+            .count();
+        if active as u64 == pools {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "only {active}/{pools} pools got a first reading"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let settle = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let (stats0, redis_cpu0, op_cpu0) = (
+        command_stats(&redis),
+        redis_cpu(&redis),
+        process_cpu(operator.pid()),
+    );
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let (stats1, redis_cpu1, op_cpu1) = (
+        command_stats(&redis),
+        redis_cpu(&redis),
+        process_cpu(operator.pid()),
+    );
+    let secs = t0.elapsed().as_secs_f64();
+
+    println!(
+        "autoscaling cost: {pools} WorkerPools x 2 queues x 4 priority keys, poll interval 1s, one redis-server, {secs:.0} s window (all pools reading after {:.0} s)",
+        settle.as_secs_f64()
+    );
+    println!("| command | calls/s | Redis µs/s |");
+    println!("|---|---|---|");
+    let mut total = 0.0;
+    for (name, (calls1, usec1)) in &stats1 {
+        let (calls0, usec0) = stats0.get(name).copied().unwrap_or((0, 0));
+        // The bench's own INFO calls are not the autoscaler's.
+        if name == "info" || calls1 == &calls0 {
+            continue;
+        }
+        let rate = (calls1 - calls0) as f64 / secs;
+        total += rate;
+        println!(
+            "| {name} | {rate:.0} | {:.0} |",
+            (usec1 - usec0) as f64 / secs
+        );
+    }
+    println!("| **total** | **{total:.0}** | |");
+    println!(
+        "Redis CPU {:.1} % of one core; operator CPU {:.1} % of one core",
+        (redis_cpu1 - redis_cpu0) / secs * 100.0,
+        (op_cpu1 - op_cpu0) / secs * 100.0
+    );
+}
