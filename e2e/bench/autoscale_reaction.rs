@@ -5,6 +5,9 @@
 //! - from zero: the queue is emptied and the pool scaled to zero, then 1 to 20 messages are
 //!   pushed at once (0 -> N replicas).
 //!
+//! Each push waits a spread of 0-999 ms first, so bursts land at every phase of the poll
+//! cycle (right after the previous reaction they would all land just after a poll).
+//!
 //! Needs a running control plane: e2e/bench/run-autoscale.sh.
 
 use std::time::{Duration, Instant};
@@ -60,6 +63,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let transport = TransportOptions::default();
+    // Deterministic spread over the poll cycle: 0, 379, 758, 137, ... ms.
+    let phase = |burst: usize| Duration::from_millis((burst as u64 * 379) % 1000);
     let push = |n: usize| {
         let mut args = vec!["LPUSH".to_string(), "celery".to_string()];
         for i in 0..n {
@@ -88,6 +93,7 @@ async fn main() {
 
     let mut growing = Vec::with_capacity(BURSTS);
     for burst in 1..=BURSTS {
+        tokio::time::sleep(phase(burst)).await;
         let pushed = push(1);
         wait_for(
             i32::try_from(burst).expect("small"),
@@ -102,6 +108,7 @@ async fn main() {
         assert!(redis.cli(&["DEL", "celery"]).status.success());
         wait_for(0, format!("no scale to zero before burst {burst}")).await;
         let n = 1 + (burst * 7) % 20;
+        tokio::time::sleep(phase(burst)).await;
         let pushed = push(n);
         wait_for(
             i32::try_from(n).expect("small"),

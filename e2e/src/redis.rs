@@ -16,7 +16,9 @@ pub struct RedisServer {
     pub port: u16,
     pub password: Option<String>,
     pub dir: PathBuf,
-    args: Vec<String>,
+    /// Program and arguments, kept for restarts.
+    command: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl RedisServer {
@@ -25,9 +27,8 @@ impl RedisServer {
         let dir = std::env::temp_dir().join(format!("e2e-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let port = free_port();
-        let mut args: Vec<String> = conf
-            .map(|c| vec![c.display().to_string()])
-            .unwrap_or_default();
+        let mut args: Vec<String> = vec!["redis-server".into()];
+        args.extend(conf.map(|c| c.display().to_string()));
         args.extend([
             "--port".into(),
             port.to_string(),
@@ -44,7 +45,32 @@ impl RedisServer {
             port,
             password: password.map(Into::into),
             dir,
-            args,
+            command: args,
+            env: Vec::new(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Runs a RedisCache pod's own start command (`sh -c <script>` with `env`) in `dir`,
+    /// whose config makes it listen on `port`; `password` is the one clients then need.
+    pub fn start_pod_command(
+        script: &str,
+        env: &[(&str, &str)],
+        dir: PathBuf,
+        port: u16,
+        password: Option<&str>,
+    ) -> Self {
+        let mut server = Self {
+            child: None,
+            port,
+            password: password.map(Into::into),
+            dir,
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         server.spawn();
         server
@@ -52,8 +78,10 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("log");
-        let child = Command::new("redis-server")
-            .args(&self.args)
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

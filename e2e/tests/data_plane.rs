@@ -58,6 +58,49 @@ fn broker_conf_loads_in_real_redis_with_the_requested_settings() {
     );
 }
 
+/// The pod's own command line: `sh -c START_SCRIPT` reading the rendered file (port and data
+/// directory moved for the host), with the password only in the environment.
+#[test]
+fn the_pods_start_command_runs_redis_with_the_password_from_the_environment() {
+    use celery_operator::controller::redis_cache::settings::REDIS_PORT;
+    use celery_operator::controller::redis_cache::stateful_set::START_SCRIPT;
+    use celery_operator_e2e::redis::free_port;
+
+    let spec = RedisCacheSpec {
+        purpose: Purpose::Broker,
+        ..Default::default()
+    };
+    let conf = config_map::render_redis_conf(&settings::resolve(&spec).expect("valid spec"));
+    for (password, env) in [
+        (Some("fr0m-env"), vec![("REDIS_PASSWORD", "fr0m-env")]),
+        (None, vec![]),
+    ] {
+        let dir = std::env::temp_dir().join(format!("e2e-pod-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let port = free_port();
+        let port_line = format!("port {REDIS_PORT}");
+        assert!(conf.lines().any(|l| l == port_line));
+        let host_conf = conf
+            .replace(&port_line, &format!("port {port}"))
+            .replace("dir /data", &format!("dir {}", dir.display()));
+        let path = dir.join("redis.conf");
+        std::fs::write(&path, host_conf).expect("write conf");
+        let script = START_SCRIPT.replace("/etc/redis/redis.conf", &path.display().to_string());
+        let redis = RedisServer::start_pod_command(&script, &env, dir, port, password);
+        assert_eq!(redis.config_get("appendonly"), "yes");
+        assert_eq!(
+            redis.config_get("requirepass"),
+            password.unwrap_or_default()
+        );
+        let anonymous =
+            String::from_utf8_lossy(&redis.cli_anonymous(&["PING"]).stdout).into_owned();
+        match password {
+            Some(_) => assert!(anonymous.contains("NOAUTH"), "{anonymous}"),
+            None => assert_eq!(anonymous.trim(), "PONG", "auth disabled: no password"),
+        }
+    }
+}
+
 #[test]
 fn cache_conf_loads_in_real_redis_evicting_without_persistence() {
     let spec = RedisCacheSpec {
@@ -136,6 +179,8 @@ fn rendered_worker_command_runs_real_celery_on_every_queue() {
         pool: Some(WorkerPoolKind::Threads),
         prefetch_multiplier: Some(1),
         max_tasks_per_child: Some(50),
+        max_memory_per_child: Some(500_000),
+        extra_args: vec!["--without-gossip".into(), "--without-mingle".into()],
         broker: BrokerRef {
             redis_cache: Some("broker".into()),
             database: Some(0),

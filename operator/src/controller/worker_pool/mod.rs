@@ -197,7 +197,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
                 policy: policy.clone(),
                 poll_interval,
             };
-            let mut measurement = pctx.autoscaler.measurement(&key).await;
+            let measurement = pctx.autoscaler.measurement(&key).await;
             // Before the first reading, keep what runs (or start at the minimum); what runs
             // also seeds the autoscaler after a restart or failover.
             let running = match &measurement {
@@ -210,9 +210,6 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
                     .and_then(|r| u32::try_from(r).ok()),
             };
             pctx.autoscaler.register(key.clone(), target, running).await;
-            if measurement.is_none() {
-                measurement = pctx.autoscaler.measurement(&key).await;
-            }
             let replicas = match (&measurement, running) {
                 (Some(m), _) => m.decision.desired,
                 (None, Some(r)) => r,
