@@ -46,7 +46,7 @@ unit: ## Unit tests (no cluster needed)
 
 .PHONY: e2e
 e2e: deps tools ## End-to-end tests on a fresh local control plane (brought up and down)
-	e2e/run-e2e.sh
+	e2e/run-e2e.sh $(E2E_ARGS)
 
 .PHONY: test
 test: ## Everything CI runs: deps, lint, check-generated, unit, e2e; ends with a total of the tests

@@ -51,8 +51,24 @@ bindir() {
   echo "$d"
 }
 
+# check_pin DIR MODULE VERSION: the wrapper module builds exactly the version whose name the
+# cache key and the version ldflags carry; a bump in only one of the two files is refused.
+check_pin() {
+  local dir=$1 module=$2 version=$3
+  if ! grep -Eq "^[[:space:]]+$module $version( |\$)" "$dir/go.mod"; then
+    echo "build.sh: $dir/go.mod does not require $module $version (e2e/cluster/versions.sh);" \
+      "bump both together (for Kubernetes: e2e/cluster/gen-kube-gomod.sh)" >&2
+    exit 1
+  fi
+}
+
 main() {
   command -v go >/dev/null || { echo "build.sh: Go is required (see README prerequisites)" >&2; exit 1; }
+  check_pin "$tools/kubernetes" k8s.io/kubernetes "$KUBE_VERSION"
+  check_pin "$tools/kubernetes" "k8s.io/api => k8s.io/api" "v0.${KUBE_VERSION#v1.}"
+  check_pin "$tools/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  check_pin "$tools/kwok" sigs.k8s.io/kwok "$KWOK_VERSION"
+  check_pin "$tools/helm" helm.sh/helm/v3 "$HELM_VERSION"
   local lf
   lf=$(kube_ldflags)
   for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do

@@ -9,6 +9,11 @@ set -uo pipefail
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f=$CLUSTER/pids/$name.pid
   [ -f "$f" ] || continue
+  if ! alive "$name"; then
+    # Exited already, or the pid now belongs to someone else: leave it alone.
+    rm -f "$f"
+    continue
+  fi
   pid=$(cat "$f")
   # The pid leads its own process group (setsid), so the group holds exactly what we started.
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true

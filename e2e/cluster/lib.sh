@@ -17,10 +17,16 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# alive NAME: the process we started under NAME still runs.
+# Every process up.sh starts, in start order.
+COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+
+# alive NAME: the process we started under NAME still runs. A pid reused by another program
+# (after a reboot) does not count: its command line must name NAME.
 alive() {
-  local f="$CLUSTER/pids/$1.pid"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  local f="$CLUSTER/pids/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
 }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.

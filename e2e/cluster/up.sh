@@ -9,7 +9,11 @@ set -euo pipefail
 BIN=$("$here/build.sh" bindir)
 export PATH="$BIN:$PATH"
 
-if [ -f "$KUBECONFIG_PATH" ] && alive kube-apiserver &&
+all_alive() {
+  local c
+  for c in $COMPONENTS; do alive "$c" || return 1; done
+}
+if [ -f "$KUBECONFIG_PATH" ] && all_alive &&
   kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz >/dev/null 2>&1; then
   log "already up (KUBECONFIG=$KUBECONFIG_PATH)"
   exit 0
