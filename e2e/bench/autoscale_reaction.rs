@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use celery_operator::celery::{TaskMessage, TransportOptions};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
-use celery_operator_e2e::{TestNamespace, client, kubectl, kubectl_with_input, ok};
+use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 
@@ -31,15 +31,7 @@ async fn main() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "bench-autoscale").await;
     let redis = RedisServer::start(None, None, &["--save", ""]);
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "broker",
-        "-n",
-        &ns.name,
-        &format!("--from-literal=url={}", redis.url(0)),
-    ]));
+    broker_url_secret(&ns.name, "broker", &redis.url(0));
     let manifest = "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {name: pool}\nspec:\n  image: proj:1\n  app: tasks\n  broker: {secretKeyRef: {name: broker, key: url}}\n  autoscaling: {minReplicas: 0, maxReplicas: 100, targetTasksPerReplica: 1, scaleDownStabilization: 1s, idleBeforeScaleToZero: 1s}\n";
     ok(kubectl_with_input(
         &["apply", "-n", &ns.name, "-f", "-"],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use celery_operator::api::WorkerPool;
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
-use celery_operator_e2e::{TestNamespace, client, kubectl, kubectl_with_input, ok};
+use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
 use kube::Api;
 use kube::api::ListParams;
 
@@ -71,15 +71,7 @@ async fn main() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "bench-cost").await;
     let redis = RedisServer::start(None, None, &["--save", ""]);
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "broker",
-        "-n",
-        &ns.name,
-        &format!("--from-literal=url={}", redis.url(0)),
-    ]));
+    broker_url_secret(&ns.name, "broker", &redis.url(0));
     let manifest: String = (0..pools)
         .map(|i| {
             format!(

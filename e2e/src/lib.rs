@@ -119,6 +119,34 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Creates the Secret `name` in `ns` whose key `url` holds a broker URL.
+pub fn broker_url_secret(ns: &str, name: &str, url: &str) {
+    ok(kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        ns,
+        &format!("--from-literal=url={url}"),
+    ]));
+}
+
+/// The events in `ns` that match a field selector (`involvedObject.kind=WorkerPool`,
+/// `reason=BrokerUnreachable`), one `type:reason:note` per line.
+pub fn events(ns: &str, field_selector: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        field_selector,
+        "-o",
+        "jsonpath={range .items[*]}{.type}:{.reason}:{.note}{.message}{\"\\n\"}{end}",
+    ]))
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

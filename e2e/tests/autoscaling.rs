@@ -7,7 +7,9 @@ use std::time::Duration;
 use celery_operator_e2e::celery::{CeleryWorker, python};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
-use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, kubectl_with_input, ok};
+use celery_operator_e2e::{
+    TestNamespace, broker_url_secret, client, events, eventually, kubectl, kubectl_with_input, ok,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
@@ -32,15 +34,7 @@ async fn setup_with_key_prefix(prefix: &str, autoscaling: &str, key_prefix: &str
     let client = client().await;
     let ns = TestNamespace::new(&client, prefix).await;
     let redis = RedisServer::start(None, Some("sc4le"), &[]);
-    ok(kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "broker",
-        "-n",
-        &ns.name,
-        &format!("--from-literal=url={}", redis.url(0)),
-    ]));
+    broker_url_secret(&ns.name, "broker", &redis.url(0));
     let manifest = format!(
         "apiVersion: celeryoperator.io/v1alpha1\nkind: WorkerPool\nmetadata: {{name: pool}}\nspec:\n  image: proj:1\n  app: tasks\n  queues: [celery, mail]\n  concurrency: 2\n  broker: {{secretKeyRef: {{name: broker, key: url}}}}\n  autoscaling: {autoscaling}\n  transportOptions: {{globalKeyPrefix: {key_prefix:?}}}\n"
     );
@@ -305,17 +299,11 @@ async fn an_unreachable_broker_holds_replicas_and_sets_the_condition() {
         "a restart while the broker is down keeps the replicas"
     );
     assert_eq!(s.condition("ScalingActive"), "False/BrokerUnreachable");
-    let events = ok(kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &s.ns.name,
-        "--field-selector",
-        "reason=BrokerUnreachable",
-        "-o",
-        "name",
-    ]));
-    assert!(!events.trim().is_empty(), "a Warning event is recorded");
+    let seen = events(&s.ns.name, "reason=BrokerUnreachable");
+    assert!(
+        seen.contains("Warning:BrokerUnreachable:holding 3 replicas"),
+        "a Warning event is recorded: {seen}"
+    );
     s.redis.restart();
     eventually(WAIT, "ScalingActive=True again", || async {
         (s.condition("ScalingActive") == "True/ValidMetric").then_some(())

@@ -8,7 +8,8 @@ use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{
-    TestNamespace, client, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok, repo_root,
+    TestNamespace, client, events, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok,
+    repo_root,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -238,17 +239,11 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         "rediscache/broker",
         "workerpool/default",
     ]));
-    let events = ok(kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "involvedObject.kind=RedisCache",
-        "-o",
-        "name",
-    ]));
-    assert!(!events.trim().is_empty(), "the operator may record events");
+    let seen = events(&ns.name, "involvedObject.kind=RedisCache");
+    assert!(
+        seen.contains("Normal:Created:Created StatefulSet broker"),
+        "the operator records its events as the chart SA: {seen}"
+    );
 
     for allowed in [
         vec!["patch", "statefulsets", "-n", &ns.name],

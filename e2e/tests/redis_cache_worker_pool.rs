@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::{
-    TestNamespace, apply_sample, apply_yaml, client, eventually, kubectl, ok, wait_ready,
+    TestNamespace, apply_sample, apply_yaml, client, events, eventually, kubectl, ok, wait_ready,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
@@ -195,19 +195,10 @@ async fn samples_become_ready_with_the_objects_their_specs_imply() {
         "{columns}"
     );
 
-    let events = ok(kubectl(&[
-        "get",
-        "events",
-        "-n",
-        &ns.name,
-        "--field-selector",
-        "involvedObject.kind=RedisCache",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}:{.note}{.message}{\"\\n\"}{end}",
-    ]));
+    let seen = events(&ns.name, "involvedObject.kind=RedisCache");
     assert!(
-        events.contains("Created StatefulSet broker"),
-        "events:\n{events}"
+        seen.contains("Normal:Created:Created StatefulSet broker"),
+        "events:\n{seen}"
     );
     let log = operator.log_text();
     assert!(
@@ -215,7 +206,7 @@ async fn samples_become_ready_with_the_objects_their_specs_imply() {
         "the password must never be logged"
     );
     assert!(
-        !events.contains(&password),
+        !seen.contains(&password),
         "the password must never be in events"
     );
 }
@@ -278,18 +269,9 @@ async fn spec_changes_update_objects_and_a_config_change_rolls_the_pod() {
     .await;
     assert_ne!(before, after);
     eventually(WAIT, "Updated events on the RedisCache", || async {
-        let events = ok(kubectl(&[
-            "get",
-            "events",
-            "-n",
-            &ns.name,
-            "--field-selector",
-            "involvedObject.kind=RedisCache",
-            "-o",
-            "jsonpath={range .items[*]}{.reason}:{.note}{.message}{\"\\n\"}{end}",
-        ]));
-        (events.contains("Updated:Updated ConfigMap broker-config")
-            && events.contains("Updated:Updated StatefulSet broker"))
+        let seen = events(&ns.name, "involvedObject.kind=RedisCache");
+        (seen.contains("Updated:Updated ConfigMap broker-config")
+            && seen.contains("Updated:Updated StatefulSet broker"))
         .then_some(())
     })
     .await;
@@ -498,11 +480,10 @@ async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
             .is_none(),
         "no Deployment without a broker"
     );
-    let events = pool_events(&ns.name);
+    let seen = events(&ns.name, "involvedObject.kind=WorkerPool");
     assert!(
-        events
-            .contains("Warning:BrokerNotFound:spec.broker.redisCache: RedisCache broker not found"),
-        "a Warning event names the missing broker:\n{events}"
+        seen.contains("Warning:BrokerNotFound:spec.broker.redisCache: RedisCache broker not found"),
+        "a Warning event names the missing broker:\n{seen}"
     );
     apply_sample(&ns.name, "rediscache.yaml");
     wait_ready(&ns.name, &["workerpool/default"]);
@@ -538,25 +519,11 @@ async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
         .and_then(|v| v.secret_key_ref)
         .expect("from a Secret");
     assert_eq!(base.name, "broker-connection");
-    let events = pool_events(&ns.name);
+    let seen = events(&ns.name, "involvedObject.kind=WorkerPool");
     assert!(
-        events.contains("Normal:Updated:Updated Deployment default"),
-        "{events}"
+        seen.contains("Normal:Updated:Updated Deployment default"),
+        "{seen}"
     );
-}
-
-/// The WorkerPool events of a namespace, one `type:reason:note` per line.
-fn pool_events(ns: &str) -> String {
-    ok(kubectl(&[
-        "get",
-        "events",
-        "-n",
-        ns,
-        "--field-selector",
-        "involvedObject.kind=WorkerPool",
-        "-o",
-        "jsonpath={range .items[*]}{.type}:{.reason}:{.note}{.message}{\"\\n\"}{end}",
-    ]))
 }
 
 #[tokio::test]
