@@ -80,9 +80,13 @@ fn the_pods_start_command_runs_redis_with_the_password_from_the_environment() {
         let port = free_port();
         let port_line = format!("port {REDIS_PORT}");
         assert!(conf.lines().any(|l| l == port_line));
-        let host_conf = conf
+        let mut host_conf = conf
             .replace(&port_line, &format!("port {port}"))
             .replace("dir /data", &format!("dir {}", dir.display()));
+        if password.is_none() {
+            // The pod's `bind * -::*` is loaded with auth above; unauthenticated, stay local.
+            host_conf = host_conf.replace("bind * -::*", "bind 127.0.0.1");
+        }
         let path = dir.join("redis.conf");
         std::fs::write(&path, host_conf).expect("write conf");
         let script = START_SCRIPT.replace("/etc/redis/redis.conf", &path.display().to_string());

@@ -1,6 +1,7 @@
 //! Running tasks per worker, from the heartbeats Celery workers publish (every 2 s by default)
-//! on `<globalKeyPrefix>/<db>.celeryev/worker.heartbeat` (kombu prefixes PUBLISH too). A running task with early acks is no longer in
-//! `unacked`, so heartbeats are what keep a pool busy with long tasks from scaling in.
+//! on `<globalKeyPrefix>/<db>.celeryev/worker.heartbeat` (kombu prefixes PUBLISH too). A
+//! running task with early acks is no longer in `unacked`, so heartbeats are what keep a pool
+//! busy with long tasks from scaling in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
