@@ -23,12 +23,12 @@ trap 'exit 130' INT TERM
 mkdir -p "$work"
 
 say "building (first run only: ~13 min) and starting the local control plane"
-if [ -x "$(e2e/cluster/build.sh bindir)/kubectl" ] &&
-  "$(e2e/cluster/build.sh bindir)/kubectl" --kubeconfig .e2e/kubeconfig get --raw /readyz >/dev/null 2>&1; then
+BIN=$(e2e/cluster/build.sh bindir)
+if [ -x "$BIN/kubectl" ] &&
+  "$BIN/kubectl" --kubeconfig .e2e/kubeconfig get --raw /readyz >/dev/null 2>&1; then
   own_cluster=0
 fi
 e2e/cluster/up.sh
-BIN=$(e2e/cluster/build.sh bindir)
 PATH="$BIN:$PATH"
 export KUBECONFIG=$repo/.e2e/kubeconfig
 kubectl get nodes

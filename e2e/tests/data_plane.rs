@@ -2,6 +2,7 @@
 //! redis-server, and the worker command line it renders runs a real Celery worker.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use celery_operator::api::redis_cache::{Persistence, PersistenceMode, Purpose, RedisCacheSpec};
 use celery_operator::api::shared::BrokerRef;
@@ -14,25 +15,32 @@ use celery_operator_e2e::redis::RedisServer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
-fn start_with_rendered_conf(spec: &RedisCacheSpec, password: Option<&str>) -> RedisServer {
-    let conf = config_map::render_redis_conf(&settings::resolve(spec).expect("valid spec"));
+/// Writes a rendered redis.conf for this host into a fresh directory: the pod's data volume
+/// `/data` becomes that directory (redis chdirs to it while reading the file). Returns the
+/// directory and the file.
+fn write_host_conf(conf: &str) -> (PathBuf, PathBuf) {
     assert_eq!(
         conf.lines().filter(|l| *l == "dir /data").count(),
         1,
         "the pod's data volume is /data"
     );
-    // /data is the pod's volume mount; here it is a temporary directory (redis chdirs to it
-    // while reading the file). Port and dir are also overridden on the command line, which
-    // the pod does the same way for --requirepass.
-    let data =
+    let dir =
         std::env::temp_dir().join(format!("e2e-redis-data-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&data).expect("data dir");
-    let path = data.join("redis.conf");
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let path = dir.join("redis.conf");
     std::fs::write(
         &path,
-        conf.replace("dir /data", &format!("dir {}", data.display())),
+        conf.replace("dir /data", &format!("dir {}", dir.display())),
     )
     .expect("write conf");
+    (dir, path)
+}
+
+fn start_with_rendered_conf(spec: &RedisCacheSpec, password: Option<&str>) -> RedisServer {
+    let conf = config_map::render_redis_conf(&settings::resolve(spec).expect("valid spec"));
+    // Port and dir are overridden on the command line, which the pod does the same way for
+    // --requirepass.
+    let (_, path) = write_host_conf(&conf);
     RedisServer::start(Some(&path), password, &[])
 }
 
@@ -75,20 +83,15 @@ fn the_pods_start_command_runs_redis_with_the_password_from_the_environment() {
         (Some("fr0m-env"), vec![("REDIS_PASSWORD", "fr0m-env")]),
         (None, vec![]),
     ] {
-        let dir = std::env::temp_dir().join(format!("e2e-pod-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("dir");
         let port = free_port();
         let port_line = format!("port {REDIS_PORT}");
         assert!(conf.lines().any(|l| l == port_line));
-        let mut host_conf = conf
-            .replace(&port_line, &format!("port {port}"))
-            .replace("dir /data", &format!("dir {}", dir.display()));
+        let mut host_conf = conf.replace(&port_line, &format!("port {port}"));
         if password.is_none() {
             // The pod's `bind * -::*` is loaded with auth above; unauthenticated, stay local.
             host_conf = host_conf.replace("bind * -::*", "bind 127.0.0.1");
         }
-        let path = dir.join("redis.conf");
-        std::fs::write(&path, host_conf).expect("write conf");
+        let (dir, path) = write_host_conf(&host_conf);
         let script = START_SCRIPT.replace("/etc/redis/redis.conf", &path.display().to_string());
         let redis = RedisServer::start_pod_command(&script, &env, dir, port, password);
         assert_eq!(redis.config_get("appendonly"), "yes");
