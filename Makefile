@@ -44,6 +44,10 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --workspace --exclude celery-operator-e2e
 
+.PHONY: standalone
+standalone: ## Unit tests from a copy of the tree with nothing beside it (as a fresh clone sees it)
+	@scripts/standalone.sh
+
 .PHONY: e2e
 e2e: deps tools ## End-to-end tests on a fresh local control plane (brought up and down)
 	e2e/run-e2e.sh $(E2E_ARGS)

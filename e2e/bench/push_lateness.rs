@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_operator::api::periodic_task::PeriodicTask;
+use celery_operator::broker::BrokerUrl;
 use celery_operator::controller::Context;
-use celery_operator::controller::periodic_task::engine::{BrokerUrl, Engine, Job};
+use celery_operator::controller::periodic_task::engine::{Engine, Job};
 use celery_operator::controller::periodic_task::stats::Snapshot;
 use celery_operator::controller::periodic_task::{plan, run_with_engine};
 use celery_operator::metrics::Metrics;
@@ -101,12 +102,9 @@ async fn engine_run(redis: &RedisServer, n: usize, spread: bool) -> Snapshot {
             format!("bench/t{i}"),
             Job {
                 plan: p,
-                url: BrokerUrl(redis.url(0)),
-                last_schedule: None,
-                total_runs: 0,
-                last_task_id: None,
+                url: BrokerUrl::new(redis.url(0)),
+                status_runs: Default::default(),
                 run_now: None,
-                last_run_now: None,
             },
         );
     }

@@ -9,3 +9,4 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod schedule;
+mod timer_queue;

@@ -96,6 +96,16 @@ impl Default for Metrics {
             push_failures.clone(),
         );
         registry.register(
+            "pool_backlog",
+            "Waiting plus in-flight tasks of an autoscaled WorkerPool",
+            pool_backlog.clone(),
+        );
+        registry.register(
+            "pool_desired_replicas",
+            "Replicas the autoscaler decided for a WorkerPool",
+            pool_desired_replicas.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this process holds the leader Lease",
             leader.clone(),
@@ -186,6 +196,12 @@ mod tests {
         m.schedule_lateness.observe(0.002);
         m.pushes.inc();
         m.leader.set(1);
+        let pool = PoolLabels {
+            namespace: "ns".into(),
+            name: "default".into(),
+        };
+        m.pool_backlog.get_or_create(&pool).set(12);
+        m.pool_desired_replicas.get_or_create(&pool).set(3);
         let text = m.render();
         for series in [
             "celery_operator_reconciles_total{kind=\"RedisCache\"} 1",
@@ -194,6 +210,8 @@ mod tests {
             "celery_operator_schedule_lateness_seconds_count 1",
             "celery_operator_periodic_task_pushes_total 1",
             "celery_operator_leader 1",
+            "celery_operator_pool_backlog{namespace=\"ns\",name=\"default\"} 12",
+            "celery_operator_pool_desired_replicas{namespace=\"ns\",name=\"default\"} 3",
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }

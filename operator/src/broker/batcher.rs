@@ -4,15 +4,15 @@
 //! The timers and the pushes run on a thread of their own, so reconciles, message
 //! building and status writes on the main runtime never delay a push that is due.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{BrokerError, Connections, Published, Push, publish_batch};
+use super::{BrokerError, BrokerUrl, Connections, Published, Push, publish_batch};
+use crate::timer_queue::{TimerQueue, sleep_until};
 
 /// Largest pipeline; a longer backlog goes out in several, so no reply is huge.
 const MAX_BATCH: usize = 2_000;
@@ -23,8 +23,7 @@ pub type Acked = (Published, DateTime<Utc>);
 type Reply = oneshot::Sender<Result<Acked, BrokerError>>;
 
 struct Request {
-    /// The broker URL; it holds a password, so nothing here formats it.
-    url: String,
+    url: BrokerUrl,
     at: Instant,
     push: Push,
     reply: Reply,
@@ -33,7 +32,13 @@ struct Request {
 /// Handle of the push thread; the thread ends when the last handle is dropped.
 #[derive(Clone)]
 pub struct PushThread {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+enum Message {
+    Push(Request),
+    /// Nothing pushes to this broker any more: close its connection.
+    Forget(BrokerUrl),
 }
 
 impl std::fmt::Debug for PushThread {
@@ -67,63 +72,54 @@ impl PushThread {
     }
 
     /// Pushes at `at` (at once if that is past) to the broker at `url`.
-    pub async fn push(&self, url: &str, at: Instant, push: Push) -> Result<Acked, BrokerError> {
+    pub async fn push(
+        &self,
+        url: &BrokerUrl,
+        at: Instant,
+        push: Push,
+    ) -> Result<Acked, BrokerError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
-            url: url.to_owned(),
+            url: url.clone(),
             at,
             push,
             reply,
         };
-        if self.tx.send(request).is_err() {
+        if self.tx.send(Message::Push(request)).is_err() {
             return Err(BrokerError::Command("the push thread stopped".into()));
         }
         answer
             .await
             .unwrap_or_else(|_| Err(BrokerError::Command("the push thread stopped".into())))
     }
+
+    /// Closes the connection to `url` (its last user is gone); a later push reconnects.
+    pub fn forget(&self, url: &BrokerUrl) {
+        // The thread only stops when every handle is gone: nothing to close then.
+        let _ = self.tx.send(Message::Forget(url.clone()));
+    }
 }
 
 /// Holds requests until their instant, then sends every due one, one pipeline per broker.
 /// A batch goes out without waiting for the previous reply (connections are multiplexed).
-async fn dispatch(mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<Message>) {
     let conns = Arc::new(Connections::new());
-    let mut waiting: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut requests: HashMap<u64, Request> = HashMap::new();
-    let mut seq = 0u64;
-    let mut add = |r: Request, waiting: &mut BinaryHeap<_>, requests: &mut HashMap<_, _>| {
-        seq += 1;
-        waiting.push(Reverse((r.at, seq)));
-        requests.insert(seq, r);
-    };
+    let mut waiting: TimerQueue<Request> = TimerQueue::default();
     loop {
-        let wake = waiting.peek().map(|Reverse((at, _))| *at);
         tokio::select! {
             biased;
             received = rx.recv() => match received {
-                Some(r) => add(r, &mut waiting, &mut requests),
+                Some(m) => take(m, &mut waiting, &conns).await,
                 None => return,
             },
-            _ = sleep_until(wake), if wake.is_some() => {}
+            _ = sleep_until(waiting.earliest()) => {}
         }
-        while let Ok(r) = rx.try_recv() {
-            add(r, &mut waiting, &mut requests);
+        while let Ok(m) = rx.try_recv() {
+            take(m, &mut waiting, &conns).await;
         }
-        let now = Instant::now();
-        let mut due: HashMap<String, Vec<Request>> = HashMap::new();
-        while let Some(Reverse((at, id))) = waiting.peek().copied() {
-            if at > now {
-                break;
-            }
-            waiting.pop();
-            if let Some(r) = requests.remove(&id) {
-                match due.get_mut(&r.url) {
-                    Some(batch) => batch.push(r),
-                    None => {
-                        due.insert(r.url.clone(), vec![r]);
-                    }
-                }
-            }
+        let mut due: HashMap<BrokerUrl, Vec<Request>> = HashMap::new();
+        while let Some(r) = waiting.pop_due(Instant::now()) {
+            due.entry(r.url.clone()).or_default().push(r);
         }
         for (url, mut batch) in due {
             while !batch.is_empty() {
@@ -135,14 +131,16 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<Request>) {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+async fn take(m: Message, waiting: &mut TimerQueue<Request>, conns: &Connections) {
+    match m {
+        Message::Push(r) => {
+            waiting.push(r.at, r);
+        }
+        Message::Forget(url) => conns.forget(&url).await,
     }
 }
 
-async fn send(url: String, conns: Arc<Connections>, batch: Vec<Request>) {
+async fn send(url: BrokerUrl, conns: Arc<Connections>, batch: Vec<Request>) {
     let (pushes, replies): (Vec<Push>, Vec<Reply>) =
         batch.into_iter().map(|r| (r.push, r.reply)).unzip();
     let result = match conns.get(&url).await {

@@ -7,17 +7,18 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Mutex;
 
-use super::BrokerError;
+use super::{BrokerError, BrokerUrl};
 
 /// Commands (and connection attempts) fail after this, so an unreachable broker is reported
 /// quickly instead of stalling the schedule.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Connection cache keyed by URL. The key is the secret URL itself, so it never leaves
-/// this struct (no Debug of the map).
+/// Connection cache keyed by URL. Its users say when a URL is no longer theirs
+/// ([`Connections::forget`]), so the connections of deleted objects and of rotated
+/// passwords close instead of living on.
 #[derive(Default)]
 pub struct Connections {
-    by_url: Mutex<HashMap<String, ConnectionManager>>,
+    by_url: Mutex<HashMap<BrokerUrl, ConnectionManager>>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -33,36 +34,105 @@ impl Connections {
 
     /// The connection for `url`, connecting on first use. A failed first connect is not
     /// cached, so the next call tries again.
-    pub async fn get(&self, url: &str) -> Result<ConnectionManager, BrokerError> {
+    pub async fn get(&self, url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
         if let Some(c) = self.by_url.lock().await.get(url) {
             return Ok(c.clone());
         }
-        let client = redis::Client::open(url).map_err(|_| BrokerError::InvalidUrl)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            // Few quick retries: the engine has its own backoff per task.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            RESPONSE_TIMEOUT * 2,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| BrokerError::Timeout(RESPONSE_TIMEOUT * 2))?
-        .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
+        let conn = connect(url).await?;
         let mut map = self.by_url.lock().await;
         // Another caller may have connected meanwhile; keep one.
-        Ok(map.entry(url.to_owned()).or_insert(conn).clone())
+        Ok(map.entry(url.clone()).or_insert(conn).clone())
     }
 
-    /// Forgets the connection of `url` (after errors), so the next use reconnects afresh.
-    pub async fn forget(&self, url: &str) {
+    /// Drops the connection of `url`: after an error (the next use reconnects afresh), or
+    /// when nothing uses the URL any more (it closes once its last clone is dropped).
+    pub async fn forget(&self, url: &BrokerUrl) {
         self.by_url.lock().await.remove(url);
     }
 
-    /// Keeps only the connections of `urls` (brokers no task uses any more are dropped).
-    pub async fn retain(&self, urls: &std::collections::HashSet<String>) {
-        self.by_url.lock().await.retain(|u, _| urls.contains(u));
+    /// How many URLs have a connection.
+    pub async fn len(&self) -> usize {
+        self.by_url.lock().await.len()
+    }
+}
+
+/// A multiplexed connection that reconnects by itself, with timeouts on connect and replies.
+pub async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
+    let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        // Few quick retries: the engine has its own backoff per task.
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    tokio::time::timeout(
+        RESPONSE_TIMEOUT * 2,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| BrokerError::Timeout(RESPONSE_TIMEOUT * 2))?
+    .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))
+}
+
+/// How many objects use each broker URL, so the last one to go can close its connections.
+#[derive(Debug, Default)]
+pub struct UrlUsers {
+    counts: HashMap<BrokerUrl, usize>,
+}
+
+impl UrlUsers {
+    pub fn add(&mut self, url: &BrokerUrl) {
+        *self.counts.entry(url.clone()).or_default() += 1;
+    }
+
+    /// One user less; true when it was the last.
+    pub fn release(&mut self, url: &BrokerUrl) -> bool {
+        match self.counts.get_mut(url) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.counts.remove(url);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::test_server::Server;
+
+    #[test]
+    fn the_last_user_of_a_url_releases_it() {
+        let (a, b) = (BrokerUrl::new("redis://a"), BrokerUrl::new("redis://b"));
+        let mut users = UrlUsers::default();
+        users.add(&a);
+        users.add(&a);
+        users.add(&b);
+        assert!(!users.release(&a));
+        assert!(users.release(&a));
+        assert!(!users.release(&a), "an unknown URL has no users to release");
+        assert!(users.release(&b));
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_url_closes_its_connection_on_the_server() {
+        let server = Server::start().await;
+        let conns = Connections::new();
+        let before = server.clients().await;
+        let mut conn = conns.get(&server.url).await.expect("connect");
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("ping");
+        drop(conn);
+        assert_eq!(server.clients().await, before + 1);
+        conns.forget(&server.url).await;
+        assert_eq!(conns.len().await, 0);
+        server.wait_for_clients(before).await;
     }
 }

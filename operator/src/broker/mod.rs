@@ -6,10 +6,14 @@
 mod batcher;
 mod connections;
 mod publish;
+#[cfg(test)]
+pub(crate) mod test_server;
+mod url;
 
 pub use batcher::{Acked, PushThread};
-pub use connections::Connections;
+pub use connections::{Connections, UrlUsers};
 pub use publish::{PUBLISH_SCRIPT, PublishOutcome, Published, Push, RunCounter, publish_batch};
+pub use url::BrokerUrl;
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.
 #[derive(Clone, Debug, thiserror::Error)]

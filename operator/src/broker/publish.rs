@@ -136,53 +136,8 @@ pub async fn publish_batch<C: ConnectionLike>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Child, Command, Stdio};
-
-    /// A throwaway redis-server, killed when dropped.
-    struct Server(Child);
-
-    impl Server {
-        /// A redis-server on a free port (`make deps` installs it) and a connection to it.
-        async fn start() -> (Self, redis::aio::ConnectionManager) {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--save",
-                    "",
-                    "--bind",
-                    "127.0.0.1",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (make deps installs it)");
-            let server = Server(child);
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    let url = format!("redis://127.0.0.1:{port}/0");
-                    let conn = crate::broker::Connections::new()
-                        .get(&url)
-                        .await
-                        .expect("connect");
-                    return (server, conn);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            panic!("redis-server did not listen on {port}");
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    use crate::broker::BrokerUrl;
+    use crate::broker::test_server::Server;
 
     /// One push: a batch of one.
     async fn publish_once<C: ConnectionLike>(
@@ -220,7 +175,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_is_pushed_once_with_its_dedupe_key_expiring() {
-        let (_server, mut conn) = Server::start().await;
+        let server = Server::start().await;
+        let mut conn = server.conn.clone();
         let mut publish = async |dedupe, msg, seed| {
             publish_once(&mut conn, &push(dedupe, "celery", msg, seed))
                 .await
@@ -265,7 +221,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_isolates_a_failing_push_and_survives_a_script_flush() {
-        let (_server, mut conn) = Server::start().await;
+        let server = Server::start().await;
+        let mut conn = server.conn.clone();
         let _: () = redis::cmd("SET")
             .arg("not-a-list")
             .arg("x")
@@ -313,12 +270,14 @@ mod tests {
             .map(|a| a.port())
             .expect("port");
         let err = conns
-            .get(&format!("redis://:hunter2@127.0.0.1:{port}/0"))
+            .get(&BrokerUrl::new(format!(
+                "redis://:hunter2@127.0.0.1:{port}/0"
+            )))
             .await
             .expect_err("nothing listens");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(matches!(
-            conns.get("http://nope").await,
+            conns.get(&BrokerUrl::new("http://nope")).await,
             Err(BrokerError::InvalidUrl)
         ));
     }

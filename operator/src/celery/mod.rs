@@ -2,7 +2,8 @@
 //!
 //! The operator is Celery beat: it `LPUSH`es task messages straight into the broker.
 //! Everything here is pure; the broker module does the I/O. The wire format is pinned
-//! by real captures (`shared/celery-wire`, see SPEC.md there), which the tests replay.
+//! by real captures (`operator/tests/data/celery-wire`, with the observed protocol in its
+//! SPEC.md), which the tests replay.
 //!
 //! Typical use: derive the id with [`task_id_for_slot`], build a [`TaskMessage`],
 //! [`TaskMessage::encode`] it (validates, then returns the list key and the element),
@@ -17,7 +18,7 @@ pub mod task_id;
 pub mod validate;
 
 #[cfg(test)]
-mod testdata;
+pub(crate) mod testdata;
 
 pub use decode::{DecodeError, DecodedMessage, decode_envelope};
 pub use message::{EncodeError, EncodedMessage, TaskMessage};

@@ -1,4 +1,4 @@
-//! Test helpers: the golden captures in `shared/celery-wire` and an order-preserving
+//! Test helpers: the golden captures in `operator/tests/data/celery-wire` and an order-preserving
 //! JSON reader (the workspace's `serde_json::Value` sorts keys).
 
 use std::fmt;
@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 
-/// Where the captures live: `shared/` sits beside the repository.
-pub(crate) const WIRE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/celery-wire");
+/// Where the captures live (README.txt there says how they were taken).
+pub(crate) const WIRE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/celery-wire");
 
 /// One capture: the exact list element, its decoded body and its Redis key.
 pub(crate) struct Capture {

@@ -7,6 +7,7 @@ use kube::{Api, Client};
 
 use crate::api::RedisCache;
 use crate::api::shared::{BrokerRef, SecretKeyRef};
+use crate::broker::BrokerUrl;
 use crate::controller::redis_cache::secrets::{BASE_URL_KEY, connection_secret_name, secret_value};
 
 /// A broker reference whose Secret exists.
@@ -23,82 +24,107 @@ pub enum ResolvedBroker {
 
 /// A resolved reference and the URL it holds. The URL carries a password: it is for the
 /// operator's own Redis reads only, never logged or put in a pod spec.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Resolved {
     pub broker: ResolvedBroker,
-    pub url: String,
+    pub url: BrokerUrl,
 }
 
-/// Checks that what `r` points at exists and reads its URL. The error is a message for the
-/// `BrokerResolved` condition; `field` names the spec field (`spec.broker`).
+/// Why a reference did not resolve. Only [`ResolveError::NotFound`] says something about the
+/// reference itself; an API server that did not answer says nothing, so what was resolved
+/// before stays in use.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The RedisCache or Secret does not exist, has no URL yet, or the reference is malformed.
+    #[error("{0}")]
+    NotFound(String),
+    /// Reading failed (a timeout, a 5xx, a denied request, a restarting API server).
+    #[error("{field}: reading {object}: {source}")]
+    Unavailable {
+        field: String,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ResolveError {
+    fn unavailable(field: &str, object: String, source: kube::Error) -> Self {
+        Self::Unavailable {
+            field: field.to_string(),
+            object,
+            source,
+        }
+    }
+}
+
+/// Checks that what `r` points at exists and reads its URL; `field` names the spec field
+/// (`spec.broker`) in the error.
 pub async fn resolve(
     client: &Client,
     ns: &str,
     field: &str,
     r: &BrokerRef,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, ResolveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let not_found = |m: String| ResolveError::NotFound(m);
     match (&r.redis_cache, &r.secret_key_ref) {
         (Some(name), None) => {
             let caches: Api<RedisCache> = Api::namespaced(client.clone(), ns);
-            match caches.get_opt(name).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(format!("{field}.redisCache: RedisCache {name} not found")),
-                Err(e) => {
-                    return Err(format!(
-                        "{field}.redisCache: reading RedisCache {name}: {e}"
-                    ));
-                }
+            let field = format!("{field}.redisCache");
+            if caches
+                .get_opt(name)
+                .await
+                .map_err(|e| ResolveError::unavailable(&field, format!("RedisCache {name}"), e))?
+                .is_none()
+            {
+                return Err(not_found(format!("{field}: RedisCache {name} not found")));
             }
             let connection_secret = connection_secret_name(name);
-            let base = match secrets.get_opt(&connection_secret).await {
-                Ok(Some(s)) if secret_value(&s, BASE_URL_KEY).is_some() => {
-                    secret_value(&s, BASE_URL_KEY).unwrap_or_default()
-                }
-                Ok(_) => {
-                    return Err(format!(
-                        "{field}.redisCache: RedisCache {name} has no connection Secret yet"
-                    ));
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "{field}.redisCache: reading Secret {connection_secret}: {e}"
-                    ));
-                }
-            };
+            let base = secrets
+                .get_opt(&connection_secret)
+                .await
+                .map_err(|e| {
+                    ResolveError::unavailable(&field, format!("Secret {connection_secret}"), e)
+                })?
+                .and_then(|s| secret_value(&s, BASE_URL_KEY))
+                .ok_or_else(|| {
+                    not_found(format!(
+                        "{field}: RedisCache {name} has no connection Secret yet"
+                    ))
+                })?;
             let database = r.database.unwrap_or(0);
             Ok(Resolved {
-                url: format!("{}/{database}", base.trim_end_matches('/')),
+                url: BrokerUrl::new(format!("{}/{database}", base.trim_end_matches('/'))),
                 broker: ResolvedBroker::RedisCache {
                     connection_secret,
                     database,
                 },
             })
         }
-        (None, Some(key_ref)) => match secrets.get_opt(&key_ref.name).await {
-            Ok(Some(s)) if secret_value(&s, &key_ref.key).is_some() => Ok(Resolved {
-                url: secret_value(&s, &key_ref.key)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
+        (None, Some(key_ref)) => {
+            let field = format!("{field}.secretKeyRef");
+            let secret = secrets
+                .get_opt(&key_ref.name)
+                .await
+                .map_err(|e| {
+                    ResolveError::unavailable(&field, format!("Secret {}", key_ref.name), e)
+                })?
+                .ok_or_else(|| not_found(format!("{field}: Secret {} not found", key_ref.name)))?;
+            let url = secret_value(&secret, &key_ref.key).ok_or_else(|| {
+                not_found(format!(
+                    "{field}: Secret {} has no key {}",
+                    key_ref.name, key_ref.key
+                ))
+            })?;
+            Ok(Resolved {
+                url: BrokerUrl::new(url.trim()),
                 broker: ResolvedBroker::SecretKey(key_ref.clone()),
-            }),
-            Ok(Some(_)) => Err(format!(
-                "{field}.secretKeyRef: Secret {} has no key {}",
-                key_ref.name, key_ref.key
-            )),
-            Ok(None) => Err(format!(
-                "{field}.secretKeyRef: Secret {} not found",
-                key_ref.name
-            )),
-            Err(e) => Err(format!(
-                "{field}.secretKeyRef: reading Secret {}: {e}",
-                key_ref.name
-            )),
-        },
-        _ => Err(format!(
+            })
+        }
+        _ => Err(not_found(format!(
             "{field}: set exactly one of redisCache or secretKeyRef"
-        )),
+        ))),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::{Error, Result};
@@ -18,15 +19,19 @@ pub fn selector_labels(app: &str, instance: &str) -> BTreeMap<String, String> {
     ])
 }
 
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
 /// Selector labels plus the ones that say who manages the object.
 pub fn object_labels(app: &str, instance: &str, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(app, instance);
     labels.insert("app.kubernetes.io/component".into(), component.into());
-    labels.insert(
-        "app.kubernetes.io/managed-by".into(),
-        super::FIELD_MANAGER.into(),
-    );
+    labels.insert(MANAGED_BY.into(), super::FIELD_MANAGER.into());
     labels
+}
+
+/// Watches only the objects the operator labelled as its own.
+pub fn owned_objects() -> watcher::Config {
+    watcher::Config::default().labels(&format!("{MANAGED_BY}={}", super::FIELD_MANAGER))
 }
 
 /// The controller owner reference of an object the operator builds for `owner`.
@@ -36,7 +41,6 @@ pub fn owner_reference<K: Resource<DynamicType = ()>>(owner: &K) -> Result<Owner
         .ok_or(Error::MissingField("metadata.uid"))
 }
 
-/// Namespace of a namespaced object.
 /// Metadata of an object the operator owns: its name, namespace and labels, and the owner
 /// whose deletion makes the garbage collector delete it too.
 pub fn owned_meta(
@@ -54,6 +58,7 @@ pub fn owned_meta(
     }
 }
 
+/// Namespace of a namespaced object.
 pub fn namespace<K: ResourceExt>(obj: &K) -> Result<String> {
     obj.namespace()
         .ok_or(Error::MissingField("metadata.namespace"))

@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod labels;
 pub mod periodic_task;
 pub mod redis_cache;
+pub mod time;
 pub mod worker_pool;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 
@@ -32,8 +34,8 @@ pub enum Error {
     CrdMissing(String),
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    #[error("{0}")]
-    BrokerUnresolved(String),
+    #[error(transparent)]
+    Broker(#[from] broker_ref::ResolveError),
     #[error("{0}")]
     MissingSecret(String),
     #[error("object has no {0}")]
@@ -52,7 +54,8 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::CrdMissing(_) => "crd_missing",
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::BrokerUnresolved(_) => "broker_unresolved",
+            Error::Broker(broker_ref::ResolveError::NotFound(_)) => "broker_unresolved",
+            Error::Broker(broker_ref::ResolveError::Unavailable { .. }) => "broker_unavailable",
             Error::MissingField(_) => "missing_field",
             Error::MissingSecret(_) => "missing_secret",
             Error::Serialize(..) => "serialize",
@@ -128,6 +131,26 @@ impl Context {
     }
 }
 
+/// The error policy of every controller: log the failure and retry after its backoff.
+pub fn requeue_failed<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    err: &Error,
+) -> Action {
+    let retry = ctx.backoff.failed(Backoff::key(obj), err);
+    let meta = obj.meta();
+    tracing::warn!(
+        kind = %K::kind(&()),
+        name = meta.name.as_deref().unwrap_or_default(),
+        namespace = meta.namespace.as_deref().unwrap_or_default(),
+        error = %err,
+        label = err.metric_label(),
+        retry_in_s = retry.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(retry)
+}
+
 /// The longest wait before retrying a failed reconcile.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -136,14 +159,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub fn requeue_after(err: &Error) -> Duration {
     match err {
         Error::InvalidSpec(_) => MAX_BACKOFF,
-        Error::BrokerUnresolved(_) | Error::MissingSecret(_) => Duration::from_secs(15),
+        Error::Broker(broker_ref::ResolveError::NotFound(_)) | Error::MissingSecret(_) => {
+            Duration::from_secs(15)
+        }
         _ => Duration::from_secs(5),
     }
 }
 
-/// The delay after `failures` earlier consecutive failures: doubled each time, capped.
-pub fn backoff_delay(first: Duration, failures: u32) -> Duration {
-    first.saturating_mul(1 << failures.min(16)).min(MAX_BACKOFF)
+/// The delay after `failures` earlier consecutive failures: `first`, doubled each time,
+/// capped at `max`.
+pub fn backoff_delay(first: Duration, failures: u32, max: Duration) -> Duration {
+    first.saturating_mul(1 << failures.min(16)).min(max)
 }
 
 /// Consecutive reconcile failures per object, so retries back off exponentially instead of
@@ -169,7 +195,7 @@ impl Backoff {
     pub fn failed(&self, key: String, err: &Error) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let n = failures.entry(key).or_default();
-        let delay = backoff_delay(requeue_after(err), *n);
+        let delay = backoff_delay(requeue_after(err), *n, MAX_BACKOFF);
         *n = n.saturating_add(1);
         delay
     }
@@ -267,11 +293,13 @@ mod tests {
             backoff.failed("WorkerPool/ns/a".into(), &err()).as_secs(),
             5
         );
-        let broker = Error::BrokerUnresolved("spec.broker: RedisCache b not found".into());
+        let broker = Error::Broker(broker_ref::ResolveError::NotFound(
+            "spec.broker: RedisCache b not found".into(),
+        ));
         assert_eq!(backoff.failed("x".into(), &broker).as_secs(), 15);
         assert_eq!(backoff.failed("x".into(), &broker).as_secs(), 30);
         assert_eq!(
-            backoff_delay(Duration::from_secs(5), u32::MAX),
+            backoff_delay(Duration::from_secs(5), u32::MAX, MAX_BACKOFF),
             MAX_BACKOFF,
             "no overflow"
         );

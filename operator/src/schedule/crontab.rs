@@ -1,5 +1,5 @@
 //! Celery's `crontab` schedule with Celery's semantics (celery/schedules.py), as described in
-//! celery-wire/SPEC.md section 4.
+//! `operator/tests/data/celery-wire/SPEC.md` section 4.
 //!
 //! - Fields `minute` 0-59, `hour` 0-23, `dayOfWeek` 0-6 (0 = Sunday, 7 is invalid),
 //!   `dayOfMonth` 1-31, `monthOfYear` 1-12; each defaults to `*`.

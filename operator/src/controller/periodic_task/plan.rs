@@ -10,9 +10,8 @@ use crate::api::periodic_task::{MissedRunPolicy, PeriodicTask, PeriodicTaskSpec}
 use crate::api::shared::TransportOptionsSpec;
 use crate::celery::message::DEFAULT_QUEUE;
 use crate::celery::task_id::TASK_ID_NAMESPACE;
-use crate::celery::{
-    EncodeError, EncodedMessage, Stamp, TaskMessage, TransportOptions, ValidationError,
-};
+use crate::celery::{EncodeError, EncodedMessage, Stamp, TaskMessage, TransportOptions};
+use crate::controller::time::from_time;
 use crate::schedule::{CrontabFields, Interval, Schedule, ScheduleError, ScheduleSpec};
 
 /// Origin header of every message the operator pushes.
@@ -87,8 +86,6 @@ impl Template {
 pub struct Plan {
     pub uid: String,
     pub schedule: Schedule,
-    /// The schedule as written, for status and the printer column.
-    pub schedule_text: String,
     /// No slot at or before this (creation or startTime).
     pub floor: DateTime<Utc>,
     /// No slot at or after this.
@@ -182,16 +179,10 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         .metadata
         .creation_timestamp
         .as_ref()
-        .and_then(|t| DateTime::<Utc>::from_timestamp_micros(t.0.as_microsecond()))
+        .and_then(from_time)
         .unwrap_or(now);
-    let start = spec
-        .start_time
-        .as_ref()
-        .and_then(|t| DateTime::<Utc>::from_timestamp_micros(t.0.as_microsecond()));
-    let end = spec
-        .end_time
-        .as_ref()
-        .and_then(|t| DateTime::<Utc>::from_timestamp_micros(t.0.as_microsecond()));
+    let start = spec.start_time.as_ref().and_then(from_time);
+    let end = spec.end_time.as_ref().and_then(from_time);
     let floor = start.unwrap_or(created);
     let crontab = spec.schedule.crontab.as_ref().map(|c| CrontabFields {
         minute: c.minute.as_deref(),
@@ -254,7 +245,6 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         uid,
         dedupe_ttl,
         schedule,
-        schedule_text: schedule_text(spec),
         floor,
         end,
         suspend: spec.suspend.unwrap_or(false),
@@ -264,11 +254,6 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         transport,
         stamp,
     })
-}
-
-/// A validation error as the message of a condition.
-pub fn describe(err: &ValidationError) -> String {
-    err.to_string()
 }
 
 #[cfg(test)]
@@ -300,7 +285,7 @@ mod tests {
             plan.next_slot(Some(at(1_900_000_010))),
             Some(at(1_900_000_020))
         );
-        assert_eq!(plan.schedule_text, "every 10s");
+        assert_eq!(schedule_text(&pt.spec), "every 10s");
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! PeriodicTask status from what the controller saw (plan, broker Secret) and what the
 //! engine did (runs, broker reachability). Pure.
 
-use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::engine::{BrokerState, Report};
+use super::run_state::RunState;
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
 use crate::controller::conditions::{Observed, merge};
+use crate::controller::time::to_time;
 
 pub const READY: &str = "Ready";
 pub const BROKER_REACHABLE: &str = "BrokerReachable";
@@ -16,8 +16,13 @@ pub const SCHEDULE_VALID: &str = "ScheduleValid";
 /// What the reconcile found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Seen {
-    /// Handed to the engine.
-    Scheduled { schedule: String, suspend: bool },
+    /// Handed to the engine. `stale_broker` says why the broker reference could not be read
+    /// again for a while (the engine keeps pushing with the URL it read before).
+    Scheduled {
+        schedule: String,
+        suspend: bool,
+        stale_broker: Option<String>,
+    },
     /// The schedule (or time zone) does not parse; the message is the parser's.
     InvalidSchedule { schedule: String, message: String },
     /// The message could never be valid (e.g. a bad header, expires).
@@ -26,9 +31,30 @@ pub enum Seen {
     BrokerUnresolved { schedule: String, message: String },
 }
 
-fn time(t: Option<DateTime<Utc>>) -> Option<Time> {
-    t.and_then(|t| Timestamp::from_microsecond(t.timestamp_micros()).ok())
-        .map(Time)
+impl Default for Seen {
+    fn default() -> Self {
+        Seen::Scheduled {
+            schedule: String::new(),
+            suspend: false,
+            stale_broker: None,
+        }
+    }
+}
+
+impl Seen {
+    /// The Warning event (reason, note) to record when a reconcile first sees this.
+    pub fn warning(&self) -> Option<(&'static str, String)> {
+        match self {
+            Seen::InvalidSchedule { message, .. } => Some(("InvalidSchedule", message.clone())),
+            Seen::InvalidMessage { message, .. } => Some(("InvalidMessage", message.clone())),
+            Seen::BrokerUnresolved { message, .. } => Some(("BrokerNotFound", message.clone())),
+            Seen::Scheduled {
+                stale_broker: Some(message),
+                ..
+            } => Some(("BrokerRefUnreadable", message.clone())),
+            Seen::Scheduled { .. } => None,
+        }
+    }
 }
 
 /// `old` is the latest known status (written last, else the object's).
@@ -71,11 +97,27 @@ pub fn build(
         ),
     };
     let suspended = matches!(seen, Seen::Scheduled { suspend: true, .. });
+    let stale_broker = match seen {
+        Seen::Scheduled {
+            stale_broker: Some(m),
+            ..
+        } => Some(m),
+        _ => None,
+    };
     let ready = match (&schedule_ok, &message_ok, &broker) {
         (Err(m), _, _) => Observed::new(READY, false, "InvalidSchedule", m.clone()),
         (_, Err(m), _) => Observed::new(READY, false, "InvalidMessage", m.clone()),
         (_, _, Err((reason, m))) => Observed::new(READY, false, reason, m.clone()),
         _ if suspended => Observed::new(READY, true, "Suspended", "suspended: nothing is pushed"),
+        _ if stale_broker.is_some() => Observed::new(
+            READY,
+            true,
+            "BrokerRefUnreadable",
+            format!(
+                "pushing on schedule with the broker URL read before; reading it again fails: {}",
+                stale_broker.map(String::as_str).unwrap_or_default()
+            ),
+        ),
         _ => Observed::new(READY, true, "Scheduled", "pushing on schedule"),
     };
     let observed = vec![
@@ -97,12 +139,11 @@ pub fn build(
         ..old
     };
     if let Some(r) = report {
-        status.last_schedule_time = time(r.last_schedule).or(status.last_schedule_time);
-        status.last_task_id = r.last_task_id.clone().or(status.last_task_id);
-        status.total_runs = Some(r.total_runs.max(status.total_runs.unwrap_or(0)));
-        status.last_run_now = r.last_run_now.clone().or(status.last_run_now);
+        RunState::from_status(&status)
+            .merge(r.runs.clone())
+            .write_into(&mut status);
         status.next_schedule_time = if scheduled {
-            time(r.next_schedule)
+            r.next_schedule.and_then(to_time)
         } else {
             None
         };
@@ -117,6 +158,7 @@ mod tests {
     use super::*;
     use crate::api::periodic_task::PeriodicTaskSpec;
     use crate::controller::conditions::is_true;
+    use chrono::DateTime;
 
     fn pt() -> PeriodicTask {
         let mut pt = PeriodicTask::new("t", PeriodicTaskSpec::default());
@@ -129,11 +171,13 @@ mod tests {
         Report {
             key: "ns/t".into(),
             uid: "u".into(),
-            last_schedule: DateTime::from_timestamp(1_900_000_000, 0),
+            runs: RunState {
+                last_slot: DateTime::from_timestamp(1_900_000_000, 0),
+                total_runs: 7,
+                last_task_id: Some("id".into()),
+                last_run_now: None,
+            },
             next_schedule: DateTime::from_timestamp(1_900_000_010, 0),
-            last_task_id: Some("id".into()),
-            total_runs: 7,
-            last_run_now: None,
             broker,
             message_error: None,
             events: vec![],
@@ -144,7 +188,34 @@ mod tests {
         Seen::Scheduled {
             schedule: "every 10s".into(),
             suspend: false,
+            stale_broker: None,
         }
+    }
+
+    #[test]
+    fn a_broker_ref_that_cannot_be_read_again_keeps_the_task_ready_and_says_why() {
+        let s = build(
+            &pt(),
+            Default::default(),
+            &Seen::Scheduled {
+                schedule: "every 10s".into(),
+                suspend: false,
+                stale_broker: Some("spec.broker.secretKeyRef: reading Secret b: 503".into()),
+            },
+            Some(&report(BrokerState::Reachable)),
+            Timestamp::UNIX_EPOCH,
+        );
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .expect("Ready");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "BrokerRefUnreadable")
+        );
+        assert!(c.message.contains("503"), "{}", c.message);
+        assert!(s.next_schedule_time.is_some(), "still scheduled");
     }
 
     #[test]
@@ -192,7 +263,7 @@ mod tests {
         let mut obj = pt();
         obj.status = Some(PeriodicTaskStatus {
             total_runs: Some(3),
-            next_schedule_time: time(DateTime::from_timestamp(1_900_000_010, 0)),
+            next_schedule_time: DateTime::from_timestamp(1_900_000_010, 0).and_then(to_time),
             ..Default::default()
         });
         let s = build(

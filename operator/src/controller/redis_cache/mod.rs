@@ -23,8 +23,8 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
-use super::labels::{namespace, object_labels, owner_reference, selector_labels};
-use super::{Backoff, Context, Error, Result};
+use super::labels::{namespace, object_labels, owned_objects, owner_reference, selector_labels};
+use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::redis_cache::{Purpose, RedisCache};
 use settings::{AuthSettings, Settings};
 
@@ -32,7 +32,7 @@ const APP: &str = "redis";
 
 /// Watches RedisCaches and the objects they own (only those labelled as ours).
 pub async fn run(ctx: Arc<Context>) {
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=celery-operator");
+    let owned = owned_objects();
     Controller::new(ctx.watched::<RedisCache>(), watcher::Config::default())
         .owns(ctx.watched::<StatefulSet>(), owned.clone())
         .owns(ctx.watched::<ConfigMap>(), owned.clone())
@@ -49,14 +49,8 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn error_policy(
-    rc: Arc<RedisCache>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> kube::runtime::controller::Action {
-    let retry = ctx.backoff.failed(Backoff::key(&*rc), err);
-    tracing::warn!(rediscache = %rc.name_any(), namespace = rc.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), retry_in_s = retry.as_secs(), "reconcile failed");
-    Action::requeue(retry)
+fn error_policy(rc: Arc<RedisCache>, err: &Error, ctx: Arc<Context>) -> Action {
+    requeue_failed(&ctx, &*rc, err)
 }
 
 async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {

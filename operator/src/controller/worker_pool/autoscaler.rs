@@ -19,7 +19,7 @@ use super::heartbeats::{Heartbeats, pod_of_pool};
 use super::load::{self, PoolKeys};
 use crate::api::WorkerPool;
 use crate::autoscale::{Decision, History, Load, Policy, decide};
-use crate::broker::Connections;
+use crate::broker::{BrokerUrl, Connections};
 use crate::metrics::Metrics;
 
 /// The annotation the ReplicaSet controller reads to pick which pods to remove first.
@@ -33,8 +33,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct Target {
     pub namespace: String,
     pub name: String,
-    /// Holds a password: never logged.
-    pub url: String,
+    pub url: BrokerUrl,
     pub keys: PoolKeys,
     pub policy: Policy,
     pub poll_interval: Duration,
@@ -66,7 +65,7 @@ struct PoolState {
 pub struct Autoscaler {
     pools: Mutex<HashMap<ObjectRef<WorkerPool>, PoolState>>,
     /// Brokers with a poll under way; they are skipped until it ends.
-    polling: std::sync::Mutex<HashSet<String>>,
+    polling: std::sync::Mutex<HashSet<BrokerUrl>>,
     connections: Connections,
     heartbeats: Heartbeats,
     trigger: UnboundedSender<ObjectRef<WorkerPool>>,
@@ -99,8 +98,9 @@ impl Autoscaler {
         match pools.get_mut(&key) {
             Some(state) if state.target == target => {}
             Some(state) => {
-                state.target = target;
+                let old = std::mem::replace(&mut state.target, target);
                 state.next_poll = tokio::time::Instant::now();
+                self.release_if_unused(&pools, &old.url).await;
             }
             None => {
                 let history = running
@@ -124,7 +124,23 @@ impl Autoscaler {
 
     /// Stops autoscaling a pool (deleted, or autoscaling removed from its spec).
     pub async fn unregister(&self, key: &ObjectRef<WorkerPool>) {
-        self.pools.lock().await.remove(key);
+        let mut pools = self.pools.lock().await;
+        if let Some(state) = pools.remove(key) {
+            self.release_if_unused(&pools, &state.target.url).await;
+        }
+    }
+
+    /// Closes the connection and the heartbeat subscriptions of a broker no pool reads any
+    /// more (a deleted pool, a changed password).
+    async fn release_if_unused(
+        &self,
+        pools: &HashMap<ObjectRef<WorkerPool>, PoolState>,
+        url: &BrokerUrl,
+    ) {
+        if pools.values().all(|p| &p.target.url != url) {
+            self.connections.forget(url).await;
+            self.heartbeats.forget(url).await;
+        }
     }
 
     pub async fn measurement(&self, key: &ObjectRef<WorkerPool>) -> Option<Measurement> {
@@ -147,7 +163,7 @@ impl Autoscaler {
     /// is skipped, so a slow or unreachable broker never delays the pools of another.
     async fn poll_due(self: &Arc<Self>) {
         let now = tokio::time::Instant::now();
-        let mut by_url: HashMap<String, Vec<(ObjectRef<WorkerPool>, Target)>> = HashMap::new();
+        let mut by_url: HashMap<BrokerUrl, Vec<(ObjectRef<WorkerPool>, Target)>> = HashMap::new();
         {
             let mut pools = self.pools.lock().await;
             let mut polling = self
@@ -178,7 +194,7 @@ impl Autoscaler {
     }
 
     /// Reads the load of every due pool of one broker in one pipeline and decides each.
-    async fn poll_broker(&self, url: &str, due: &[(ObjectRef<WorkerPool>, Target)]) {
+    async fn poll_broker(&self, url: &BrokerUrl, due: &[(ObjectRef<WorkerPool>, Target)]) {
         let keys: Vec<PoolKeys> = due.iter().map(|(_, t)| t.keys.clone()).collect();
         let result = match self.connections.get(url).await {
             Ok(mut conn) => load::read(&mut conn, &keys).await,
@@ -365,7 +381,7 @@ impl Autoscaler {
 /// Ends a broker's poll in [`Autoscaler::polling`], also if the poll panics.
 struct PollDone<'a> {
     autoscaler: &'a Autoscaler,
-    url: &'a str,
+    url: &'a BrokerUrl,
 }
 
 impl Drop for PollDone<'_> {

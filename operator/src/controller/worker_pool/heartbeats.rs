@@ -11,6 +11,8 @@ use base64::Engine;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
+use crate::broker::BrokerUrl;
+
 /// A heartbeat older than this is ignored (three missed beats at Celery's default 2 s).
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 
@@ -26,23 +28,41 @@ type BeatTable = Arc<Mutex<HashMap<String, Beat>>>;
 /// A [`BeatTable`] per (broker URL, heartbeat channel), each fed by one subscriber task.
 #[derive(Default)]
 pub struct Heartbeats {
-    by_channel: Mutex<HashMap<(String, String), BeatTable>>,
+    by_channel: Mutex<HashMap<(BrokerUrl, String), Subscription>>,
+}
+
+/// A subscriber task and the table it fills; dropping it ends the subscription.
+struct Subscription {
+    table: BeatTable,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Heartbeats {
     /// Running tasks per live worker hostname of the broker at `url` whose workers use
     /// `key_prefix`; subscribes on first use.
-    pub async fn active(&self, url: &str, key_prefix: &str) -> HashMap<String, u64> {
-        let key = (url.to_string(), channel(url, key_prefix));
+    pub async fn active(&self, url: &BrokerUrl, key_prefix: &str) -> HashMap<String, u64> {
+        let key = (url.clone(), channel(url.expose(), key_prefix));
         let table = {
             let mut by_channel = self.by_channel.lock().await;
             match by_channel.get(&key) {
-                Some(t) => t.clone(),
+                Some(s) => s.table.clone(),
                 None => {
-                    let t = Arc::new(Mutex::new(HashMap::new()));
-                    by_channel.insert(key.clone(), t.clone());
-                    tokio::spawn(subscribe(key.0, key.1, t.clone()));
-                    t
+                    let table: BeatTable = Arc::new(Mutex::new(HashMap::new()));
+                    let task = tokio::spawn(subscribe(key.0.clone(), key.1.clone(), table.clone()));
+                    by_channel.insert(
+                        key,
+                        Subscription {
+                            table: table.clone(),
+                            task,
+                        },
+                    );
+                    table
                 }
             }
         };
@@ -54,6 +74,13 @@ impl Heartbeats {
             .filter(|(_, b)| now.duration_since(b.at) < HEARTBEAT_TTL)
             .map(|(h, b)| (h.clone(), b.active))
             .collect()
+    }
+}
+
+impl Heartbeats {
+    /// Ends the subscriptions to the broker at `url` (nothing reads it any more).
+    pub async fn forget(&self, url: &BrokerUrl) {
+        self.by_channel.lock().await.retain(|(u, _), _| u != url);
     }
 }
 
@@ -84,7 +111,7 @@ pub fn parse(payload: &[u8]) -> Option<(String, u64, bool)> {
 }
 
 /// Keeps a subscription open, reconnecting after a pause on any error.
-async fn subscribe(url: String, channel: String, table: BeatTable) {
+async fn subscribe(url: BrokerUrl, channel: String, table: BeatTable) {
     loop {
         if let Err(err) = listen(&url, &channel, &table).await {
             tracing::debug!(error = %crate::broker::BrokerError::describe(&err), "heartbeat subscription lost; retrying");
@@ -94,11 +121,11 @@ async fn subscribe(url: String, channel: String, table: BeatTable) {
 }
 
 async fn listen(
-    url: &str,
+    url: &BrokerUrl,
     channel: &str,
     table: &Mutex<HashMap<String, Beat>>,
 ) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
+    let client = redis::Client::open(url.expose())?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
@@ -140,9 +167,9 @@ mod tests {
 
     #[test]
     fn the_captured_idle_heartbeat_parses() {
-        let capture = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/celery-wire/monitor_worker_idle.txt"
+        let capture = std::fs::read_to_string(format!(
+            "{}/monitor_worker_idle.txt",
+            crate::celery::testdata::WIRE_DIR
         ))
         .expect("capture");
         let line = capture

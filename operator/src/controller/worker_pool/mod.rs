@@ -21,8 +21,8 @@ use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
 use super::broker_ref as broker;
-use super::labels::{namespace, object_labels, owner_reference, selector_labels};
-use super::{Backoff, Context, Error, Result};
+use super::labels::{namespace, object_labels, owned_objects, owner_reference, selector_labels};
+use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::shared::TransportOptionsSpec;
 use crate::api::worker_pool::Autoscaling;
 use crate::api::{RedisCache, WorkerPool};
@@ -39,7 +39,7 @@ pub struct PoolContext {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=celery-operator");
+    let owned = owned_objects();
     let (trigger, triggered) = futures::channel::mpsc::unbounded();
     let autoscaler = Arc::new(Autoscaler::new(
         ctx.client.clone(),
@@ -84,9 +84,7 @@ fn uses_redis_cache(wp: &WorkerPool, name: &str) -> bool {
 }
 
 fn error_policy(wp: Arc<WorkerPool>, err: &Error, pctx: Arc<PoolContext>) -> Action {
-    let retry = pctx.ctx.backoff.failed(Backoff::key(&*wp), err);
-    tracing::warn!(workerpool = %wp.name_any(), namespace = wp.namespace().unwrap_or_default(), error = %err, label = err.metric_label(), retry_in_s = retry.as_secs(), "reconcile failed");
-    Action::requeue(retry)
+    requeue_failed(&pctx.ctx, &*wp, err)
 }
 
 async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action> {
@@ -106,7 +104,7 @@ async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action
         ctx.metrics
             .reconcile_failed("WorkerPool", err.metric_label());
         let (reason, status) = match err {
-            Error::BrokerUnresolved(msg) => (
+            Error::Broker(broker::ResolveError::NotFound(msg)) => (
                 "BrokerNotFound",
                 status::broker_unresolved(&wp, msg, Timestamp::now()),
             ),
@@ -167,14 +165,10 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     let name = wp.name_any();
     let c = &ctx.client;
     let key = ObjectRef::from_obj(wp);
-    let broker = broker::resolve(c, ns, "spec.broker", &wp.spec.broker)
-        .await
-        .map_err(Error::BrokerUnresolved)?;
+    let broker = broker::resolve(c, ns, "spec.broker", &wp.spec.broker).await?;
     let mut url_env = broker::url_env("CELERY_BROKER_URL", &broker.broker);
     if let Some(rb) = &wp.spec.result_backend {
-        let b = broker::resolve(c, ns, "spec.resultBackend", rb)
-            .await
-            .map_err(Error::BrokerUnresolved)?;
+        let b = broker::resolve(c, ns, "spec.resultBackend", rb).await?;
         url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b.broker));
     }
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);

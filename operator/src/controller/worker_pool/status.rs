@@ -4,12 +4,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
 use super::autoscaler::Measurement;
 use crate::api::worker_pool::{WorkerPool, WorkerPoolStatus};
 use crate::autoscale::Limit;
 use crate::controller::conditions::{Observed, merge};
+use crate::controller::time::to_time;
 
 pub const READY: &str = "Ready";
 pub const BROKER_RESOLVED: &str = "BrokerResolved";
@@ -81,10 +80,7 @@ pub fn observed(
             s.waiting = Some(i64::try_from(m.load.waiting).unwrap_or(i64::MAX));
             s.in_flight = Some(i64::try_from(m.load.in_flight).unwrap_or(i64::MAX));
             s.desired_replicas = Some(i32::try_from(m.decision.desired).unwrap_or(i32::MAX));
-            s.last_scale_time = m
-                .last_scale_time
-                .and_then(|t| Timestamp::from_second(t.timestamp()).ok())
-                .map(Time);
+            s.last_scale_time = m.last_scale_time.and_then(to_time);
         }
     }
     s.conditions = merge(previous(wp), conditions, wp.metadata.generation, now);
@@ -168,12 +164,14 @@ pub fn failed(
         .iter()
         .filter(|c| c.type_ == BROKER_RESOLVED)
         .map(|c| {
-            Observed::new(
-                BROKER_RESOLVED,
-                c.status == "True",
-                "Resolved",
-                c.message.clone(),
-            )
+            // Carried over as it was: only a resolution changes it.
+            let resolved = c.status == "True";
+            let reason = if resolved {
+                "Resolved"
+            } else {
+                "BrokerNotFound"
+            };
+            Observed::new(BROKER_RESOLVED, resolved, reason, c.message.clone())
         })
         .collect();
     observed.push(Observed::new(READY, false, reason, message));
@@ -188,6 +186,27 @@ pub fn failed(
 mod tests {
     use super::*;
     use crate::api::worker_pool::WorkerPoolSpec;
+
+    #[test]
+    fn a_failure_keeps_an_unresolved_broker_unresolved() {
+        let mut wp = WorkerPool::new("p", WorkerPoolSpec::default());
+        wp.status = Some(broker_unresolved(
+            &wp,
+            "spec.broker.redisCache: RedisCache b not found",
+            Timestamp::UNIX_EPOCH,
+        ));
+        let s = failed(&wp, "ApplyFailed", "boom".into(), Timestamp::UNIX_EPOCH);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == BROKER_RESOLVED)
+            .expect("BrokerResolved");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "BrokerNotFound")
+        );
+        assert!(c.message.contains("not found"));
+    }
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
     fn deploy(want: i32, ready: i32) -> Deployment {

@@ -1,0 +1,76 @@
+//! A throwaway redis-server for the tests that need a real broker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{BrokerUrl, Connections};
+
+/// A redis-server on a free loopback port (`make deps` installs it); killed when dropped.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) url: BrokerUrl,
+    /// A connection of the test's own (it counts as one client).
+    pub(crate) conn: redis::aio::ConnectionManager,
+}
+
+impl Server {
+    pub(crate) async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (make deps installs it)");
+        let url = BrokerUrl::new(format!("redis://127.0.0.1:{port}/0"));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let conn = Connections::new().get(&url).await.expect("connect");
+                return Self { child, url, conn };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server did not listen on {port}");
+    }
+
+    /// Connections open on the server (`CLIENT LIST`), the test's own included.
+    pub(crate) async fn clients(&self) -> usize {
+        let mut conn = self.conn.clone();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .expect("CLIENT LIST");
+        list.lines().count()
+    }
+
+    /// Waits (up to 5 s) until exactly `n` clients are connected.
+    pub(crate) async fn wait_for_clients(&self, n: usize) {
+        let mut seen = 0;
+        for _ in 0..250 {
+            seen = self.clients().await;
+            if seen == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{seen} clients connected, expected {n}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,232 @@
+//! One firing of one task: a pending run-now request, then the due slots under the missed
+//! run policy, each message stamped and handed to the push thread; and the connectivity
+//! probe that tells `BrokerReachable` before the first slot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use super::engine::{Job, Key, Shared, instant_of};
+use super::plan::run_now_task_id;
+use super::run_state::RunState;
+use super::slots;
+use crate::broker::{BrokerError, PublishOutcome, Push, RunCounter};
+use crate::celery::message::{EncodeError, EncodedMessage};
+use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
+use crate::metrics::FailureLabels;
+
+/// Dedupe keys of run-now requests live this long (annotation values are not reused).
+pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Life of a task's run counter in the broker. It only bridges a push and the status write
+/// that records it; once expired it starts again from the count the engine knows.
+const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What one firing (or a connectivity probe) did.
+pub(crate) struct Fired {
+    pub(crate) key: Key,
+    pub(crate) uid: String,
+    pub(crate) probe: bool,
+    /// The entry's runs when the firing started, moved on by what it pushed.
+    pub(crate) runs: RunState,
+    pub(crate) error: Option<FireError>,
+    /// A message that could not be built (it is never pushed).
+    pub(crate) message_error: Option<String>,
+    /// Due slots were dropped by the policy or the deadline.
+    pub(crate) skipped: bool,
+}
+
+impl Fired {
+    pub(crate) fn new(key: Key, uid: String, probe: bool, runs: RunState) -> Self {
+        Self {
+            key,
+            uid,
+            probe,
+            runs,
+            error: None,
+            message_error: None,
+            skipped: false,
+        }
+    }
+}
+
+pub(crate) enum FireError {
+    Broker(BrokerError),
+}
+
+/// What a firing needs of the entry it fires.
+pub(crate) struct Firing {
+    pub(crate) key: Key,
+    pub(crate) job: Arc<Job>,
+    pub(crate) runs: RunState,
+    pub(crate) cursor: Option<DateTime<Utc>>,
+    pub(crate) run_now: Option<String>,
+}
+
+pub(crate) async fn fire(firing: Firing, shared: Arc<Shared>, done: mpsc::UnboundedSender<Fired>) {
+    let Firing {
+        key,
+        job,
+        runs,
+        cursor,
+        run_now,
+    } = firing;
+    let mut out = Fired::new(key, job.plan.uid.clone(), false, runs);
+    if let Err(err) = push_due(&job, cursor, run_now, &shared, &mut out).await {
+        shared.stats.failed();
+        if let Some(m) = &shared.metrics {
+            m.push_failures
+                .get_or_create(&FailureLabels {
+                    reason: err.metric_label().into(),
+                })
+                .inc();
+        }
+        out.error = Some(FireError::Broker(err));
+    }
+    let _ = done.send(out);
+}
+
+async fn push_due(
+    job: &Job,
+    cursor: Option<DateTime<Utc>>,
+    run_now: Option<String>,
+    shared: &Shared,
+    out: &mut Fired,
+) -> Result<(), BrokerError> {
+    let plan = &job.plan;
+    let prefix = &plan.transport.global_key_prefix;
+    let runs_key = runs_key(prefix, &plan.uid);
+    let push = |dedupe_key, dedupe_ttl, enc: EncodedMessage, seed| Push {
+        dedupe_key,
+        dedupe_ttl,
+        queue_key: enc.queue_key,
+        envelope: enc.envelope,
+        counter: RunCounter {
+            key: runs_key.clone(),
+            seed,
+            ttl: RUNS_TTL,
+        },
+    };
+    let url = &job.url;
+    if let Some(value) = run_now {
+        let id = run_now_task_id(&plan.uid, &value);
+        let now = Utc::now();
+        match plan.template.encode(&plan.transport, id, now, now) {
+            Ok(enc) => {
+                let p = push(
+                    dedupe_key(prefix, id),
+                    RUN_NOW_TTL,
+                    enc,
+                    out.runs.total_runs,
+                );
+                let (published, acked) = shared.pusher.push(url, instant_of(now), p).await?;
+                count(shared, published.outcome, None, acked);
+                out.runs.total_runs = published.runs;
+                out.runs.last_task_id = Some(id.to_string());
+            }
+            Err(e) => out.message_error = Some(e.to_string()),
+        }
+        out.runs.last_run_now = Some(value);
+    }
+    if plan.suspend {
+        return Ok(());
+    }
+    // The timer wakes `lead` early: messages are built before their slot, so at the slot
+    // only the push is left.
+    let due = slots::due(plan, cursor, Utc::now() + shared.lead());
+    out.skipped = due.skipped;
+    let mut ready = Vec::with_capacity(due.slots.len());
+    for slot in due.slots {
+        let id = match task_id_for_slot(&plan.uid, &slot) {
+            Ok(id) => id,
+            Err(e) => {
+                out.message_error = Some(e.to_string());
+                out.runs.last_slot = Some(slot);
+                continue;
+            }
+        };
+        match plan.encode_run(id, slot, Utc::now()) {
+            Ok(enc) => ready.push((slot, id, Some(enc))),
+            // Late enough that it would expire before a worker sees it: a missed run.
+            Err(EncodeError::Invalid(v)) if v.field == Field::Expires => {
+                out.skipped = true;
+                shared.stats.skipped(1);
+                ready.push((slot, id, None));
+            }
+            Err(e) => {
+                out.message_error = Some(e.to_string());
+                ready.push((slot, id, None));
+            }
+        }
+    }
+    for (slot, id, enc) in ready {
+        if let Some(enc) = enc {
+            let p = push(
+                dedupe_key(prefix, id),
+                plan.dedupe_ttl,
+                enc,
+                out.runs.total_runs,
+            );
+            let (published, acked) = shared.pusher.push(url, instant_of(slot), p).await?;
+            count(shared, published.outcome, Some(slot), acked);
+            out.runs.total_runs = published.runs;
+            out.runs.last_task_id = Some(id.to_string());
+        }
+        out.runs.last_slot = Some(slot);
+    }
+    if due.newest > out.runs.last_slot {
+        out.runs.last_slot = due.newest;
+    }
+    Ok(())
+}
+
+/// Lateness is the broker's acknowledgement minus the slot.
+fn count(
+    shared: &Shared,
+    outcome: PublishOutcome,
+    slot: Option<DateTime<Utc>>,
+    acked: DateTime<Utc>,
+) {
+    match outcome {
+        PublishOutcome::Pushed => {
+            let lateness = slot
+                .and_then(|s| (acked - s).to_std().ok())
+                .unwrap_or(Duration::ZERO);
+            if slot.is_some() {
+                shared.stats.pushed(lateness);
+                tracing::trace!(lateness_us = lateness.as_micros() as u64, "pushed");
+            } else {
+                shared.stats.pushed_unscheduled();
+            }
+            if let Some(m) = &shared.metrics {
+                m.pushes.inc();
+                if slot.is_some() {
+                    m.schedule_lateness.observe(lateness.as_secs_f64());
+                }
+            }
+        }
+        PublishOutcome::Duplicate => shared.stats.duplicate(),
+    }
+}
+
+/// Connects (and PINGs) so BrokerReachable is known before the first slot.
+pub(crate) async fn probe(
+    key: Key,
+    job: Arc<Job>,
+    shared: Arc<Shared>,
+    done: mpsc::UnboundedSender<Fired>,
+) {
+    let result = async {
+        let mut conn = shared.conns.get(&job.url).await?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+    }
+    .await;
+    // A probe moves no run (the entry ignores its runs).
+    let mut out = Fired::new(key, job.plan.uid.clone(), true, RunState::default());
+    out.error = result.err().map(FireError::Broker);
+    let _ = done.send(out);
+}
