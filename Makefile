@@ -44,6 +44,10 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --workspace --exclude celery-operator-e2e
 
+.PHONY: harness-check
+harness-check: ## Tests of the harness's shell helpers (ports, cleanup traps)
+	@e2e/common-selftest.sh
+
 .PHONY: standalone
 standalone: ## Unit tests from a copy of the tree with nothing beside it (as a fresh clone sees it)
 	@scripts/standalone.sh

@@ -6,7 +6,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$repo/e2e/common.sh"
 
 pids=()
 work=$repo/.e2e/demo
@@ -18,8 +18,7 @@ cleanup() {
   wait 2>/dev/null || true
   if [ "$own_cluster" = 1 ]; then e2e/cluster/down.sh || true; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 mkdir -p "$work"
 
 say "building (first run only: ~13 min) and starting the local control plane"
@@ -40,7 +39,7 @@ kubectl wait --for=condition=Established --timeout=60s -f charts/celery-operator
 
 say "starting a real Redis and a real Celery worker (pods here are simulated by kwok)"
 venv=$(e2e/venv.sh)
-redis_port=$(free_port)
+read -r redis_port metrics_port <<<"$(free_ports 2)"
 password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 redis-server --port "$redis_port" --bind 127.0.0.1 --requirepass "$password" --save '' \
   --dir "$work" >"$work/redis.log" 2>&1 &
@@ -54,7 +53,6 @@ pids+=($!)
 
 say "building and running the operator (log: .e2e/demo/operator.log, metrics: see below)"
 cargo build -q -p celery-operator
-metrics_port=$(free_port)
 target/debug/celery-operator run --leader-election --lease-namespace celery-operator \
   --metrics-addr "127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
 pids+=($!)

@@ -8,7 +8,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 status=0
-for target in deps lint check-generated standalone e2e; do
+for target in deps lint check-generated harness-check standalone e2e; do
   echo "== make $target"
   if ! make --no-print-directory "$target" 2>&1 | tee -a "$log"; then
     echo "== make $target FAILED"

@@ -5,7 +5,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 export E2E_STATE=$repo/.e2e/bench
-trap '"$repo/e2e/cluster/down.sh" || true' EXIT
+. "$repo/e2e/common.sh"
+on_exit '"$repo/e2e/cluster/down.sh" || true'
 "$repo/e2e/cluster/up.sh"
 export E2E_KUBECONFIG=$E2E_STATE/kubeconfig
 E2E_KUBECTL=$("$repo/e2e/cluster/build.sh" bindir)/kubectl

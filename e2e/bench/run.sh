@@ -8,8 +8,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 if [ -z "${E2E_KUBECONFIG:-}" ] && [ -z "${BENCH_SKIP_API:-}" ]; then
   export E2E_STATE=$repo/.e2e/bench
-  cleanup() { "$repo/e2e/cluster/down.sh" || true; }
-  trap cleanup EXIT INT TERM
+  . "$repo/e2e/common.sh"
+  on_exit '"$repo/e2e/cluster/down.sh" || true'
   "$repo/e2e/cluster/up.sh"
   export E2E_KUBECONFIG=$E2E_STATE/kubeconfig
 fi

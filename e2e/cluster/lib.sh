@@ -4,6 +4,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.sh
 . "$here/versions.sh"
+# shellcheck source=../common.sh
+. "$here/../common.sh"
 
 # Everything a running cluster owns lives here; `down` removes it.
 STATE=${E2E_STATE:-$repo/.e2e}
@@ -12,10 +14,6 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 
 log() { echo "[cluster] $*" >&2; }
 die() { echo "[cluster] error: $*" >&2; exit 1; }
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # Every process up.sh starts, in start order.
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"

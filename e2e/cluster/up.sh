@@ -63,12 +63,7 @@ openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
 # --- ports --------------------------------------------------------------------------------
-ETCD_PORT=$(free_port)
-ETCD_PEER_PORT=$(free_port)
-API_PORT=$(free_port)
-CM_PORT=$(free_port)
-SCHED_PORT=$(free_port)
-KWOK_PORT=$(free_port)
+read -r ETCD_PORT ETCD_PEER_PORT API_PORT CM_PORT SCHED_PORT KWOK_PORT <<<"$(free_ports 6)"
 SERVER="https://127.0.0.1:$API_PORT"
 
 kubeconfig() { # NAME -> writes $CLUSTER/NAME.kubeconfig with NAME's client cert

@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -81,7 +81,6 @@ pub fn ok(out: Output) -> String {
 /// A namespace that exists for one test and is deleted when dropped.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -98,23 +97,21 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create namespace");
-        Self {
-            name,
-            client: client.clone(),
-        }
+        Self { name }
     }
 }
 
 impl Drop for TestNamespace {
+    /// Deletes the namespace (and so everything in it) before the test's runtime goes: a
+    /// blocking kubectl call, since a task spawned here would die with the runtime.
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Best effort: the cluster is torn down after the run anyway.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client)
-                    .delete(&name, &DeleteParams::background())
-                    .await;
-            });
+        let out = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
+        if !out.status.success() {
+            eprintln!(
+                "could not delete namespace {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -237,3 +237,33 @@ async fn service_account_token_authenticates_and_rbac_denies_what_is_not_granted
         other => panic!("creating a configmap must be forbidden, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_test_namespace_is_deleted_when_the_test_drops_it() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "dropped").await;
+    let name = ns.name.clone();
+    ok(kubectl(&[
+        "create",
+        "configmap",
+        "left",
+        "-n",
+        &name,
+        "--from-literal=a=b",
+    ]));
+    drop(ns);
+    // Gone, or on its way (the namespace controller empties it first).
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    let left = nss.get_opt(&name).await.expect("get namespace");
+    assert!(
+        left.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+        "namespace {name} was left behind"
+    );
+    eventually(WAIT, "the namespace is gone", || async {
+        nss.get_opt(&name)
+            .await
+            .ok()
+            .and_then(|n| n.is_none().then_some(()))
+    })
+    .await;
+}

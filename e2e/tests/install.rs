@@ -14,8 +14,9 @@ use celery_operator_e2e::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::Api;
-use kube::api::PostParams;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -219,7 +220,7 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         "--lease-namespace",
         &ns.name,
     ];
-    let _operator = Operator::start_with(&ns.name, &lease, &[("KUBECONFIG", &kc)]);
+    let operator = Operator::start_with(&ns.name, &lease, &[("KUBECONFIG", &kc)]);
     for sample in ["rediscache.yaml", "workerpool.yaml"] {
         let path = repo_root().join("deploy/samples").join(sample);
         ok(kubectl(&[
@@ -333,4 +334,70 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         },
     )
     .await;
+
+    // Losing read access to the broker Secret (like any API trouble) is not a missing
+    // Secret: the task keeps its schedule with the URL it read before.
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns.name);
+    for mut role in roles.list(&ListParams::default()).await.expect("roles") {
+        let name = role.name_any();
+        for rule in role.rules.iter_mut().flatten() {
+            if let Some(resources) = rule.resources.as_mut() {
+                resources.retain(|r| r != "secrets");
+            }
+        }
+        roles
+            .replace(&name, &PostParams::default(), &role)
+            .await
+            .expect("revoke secrets");
+    }
+    eventually(WAIT, "reading Secrets is denied", || async {
+        (!can_i(&kubeconfig, &["get", "secrets", "-n", &ns.name])).then_some(())
+    })
+    .await;
+    // The run-now annotation makes a reconcile, which cannot read the Secret now.
+    ok(kubectl(&[
+        "annotate",
+        "ptask",
+        "tick",
+        "-n",
+        &ns.name,
+        "celeryoperator.io/run-now=after-revoke",
+    ]));
+    eventually(
+        WAIT,
+        "a reconcile that cannot read the broker Secret",
+        || async {
+            operator
+                .log_text()
+                .contains("broker_unavailable")
+                .then_some(())
+        },
+    )
+    .await;
+    let ran = |redis: &RedisServer| {
+        recorded(redis)
+            .iter()
+            .filter(|e| e["kwargs"]["tag"] == "rbac")
+            .count()
+    };
+    let before = ran(&redis);
+    eventually(WAIT, "the task still runs on schedule", || async {
+        (ran(&redis) >= before + 3).then_some(())
+    })
+    .await;
+    let seen = events(&ns.name, "involvedObject.kind=PeriodicTask");
+    assert!(
+        !seen.contains("BrokerNotFound"),
+        "an unreadable Secret is not a missing one: {seen}"
+    );
+    let ready = ok(kubectl(&[
+        "get",
+        "ptask",
+        "tick",
+        "-n",
+        &ns.name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]));
+    assert_eq!(ready, "True");
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::shared::{BrokerRef, TransportOptionsSpec};
+use crate::celery::names::{QUEUE_NAME, TASK_NAME};
 
 /// Annotation whose every new value pushes one extra run at once (like
 /// `kubectl create job --from=cronjob/...`).
@@ -40,9 +41,9 @@ pub const RUN_ALL_CAP: usize = 100;
 #[serde(rename_all = "camelCase")]
 pub struct PeriodicTaskSpec {
     /// Registered Celery task name, e.g. `myapp.tasks.refresh_cache`.
-    #[schemars(length(min = 1, max = 255))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_.:]*$')")
-        .message("task must be a dotted Python name such as proj.tasks.refresh"))]
+    #[schemars(length(min = 1, max = TASK_NAME.max_len))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", TASK_NAME.pattern()))
+        .message("task must be a dotted Python name such as proj.tasks.refresh (letters, digits and _ . : -)"))]
     pub task: String,
     /// Positional arguments: a JSON array (default `[]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,9 +55,9 @@ pub struct PeriodicTaskSpec {
     pub kwargs: Option<Value>,
     /// Queue (and routing key) to send to; default `celery`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 200))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.:@-]+$')")
-        .message("queue may hold letters, digits and _ . : @ -"))]
+    #[schemars(length(min = 1, max = QUEUE_NAME.max_len))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", QUEUE_NAME.pattern()))
+        .message("queue may hold letters, digits and _ . : @ / -"))]
     pub queue: Option<String>,
     /// Message priority 0-9; on Redis 0 is served first (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +237,35 @@ mod tests {
                 .to_string()
                 .contains("exactly one of every, crontab or cron")
         );
+    }
+
+    #[test]
+    fn task_and_queue_names_are_checked_at_apply_by_the_rules_messages_are_checked_by() {
+        let s = schema();
+        let spec = &s["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        let wp = serde_json::to_value(
+            crate::api::WorkerPool::crd().spec.versions[0]
+                .schema
+                .clone(),
+        )
+        .expect("json");
+        let queues = &wp["openAPIV3Schema"]["properties"]["spec"]["properties"]["queues"];
+        for (field, rule) in [
+            (&spec["task"], &TASK_NAME),
+            (&spec["queue"], &QUEUE_NAME),
+            (&queues["items"], &QUEUE_NAME),
+        ] {
+            assert_eq!(field["maxLength"], rule.max_len, "{field}");
+        }
+        let cel = |field: &Value| field["x-kubernetes-validations"][0]["rule"].to_string();
+        assert!(cel(&spec["task"]).contains(&TASK_NAME.pattern()));
+        assert!(cel(&spec["queue"]).contains(&QUEUE_NAME.pattern()));
+        assert!(cel(queues).contains(&QUEUE_NAME.pattern()));
+        // What the review found refused at apply but sent by the runtime, and the reverse.
+        use crate::celery::validate::{validate_queue_name, validate_task_name};
+        validate_task_name("proj.app:task-1").expect("'-' in a task name");
+        validate_queue_name("tenant/high").expect("'/' in a queue name");
+        validate_queue_name(&"q".repeat(QUEUE_NAME.max_len + 1)).expect_err("too long");
     }
 
     #[test]

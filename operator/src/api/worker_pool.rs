@@ -1,5 +1,6 @@
 //! `WorkerPool`: Celery worker Deployments, autoscaled by the queue backlog in Redis.
 
+use crate::celery::names::QUEUE_NAME;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -39,9 +40,9 @@ pub struct WorkerPoolSpec {
     pub app: String,
     /// Queues the workers consume (`-Q`), default `[celery]`.
     #[serde(default = "default_queues")]
-    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 200)))]
-    #[x_kube(validation = Rule::new("self.all(q, q.matches('^[A-Za-z0-9_.:@-]+$'))")
-        .message("queue names may hold letters, digits and _ . : @ - only"))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = QUEUE_NAME.max_len)))]
+    #[x_kube(validation = Rule::new(format!("self.all(q, q.matches('{}'))", QUEUE_NAME.pattern()))
+        .message("queue names may hold letters, digits and _ . : @ / - only"))]
     pub queues: Vec<String>,
     /// Child processes or threads per worker (`--concurrency`); default: Celery's (CPU count).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@
 
 pub mod decode;
 pub mod message;
+pub mod names;
 mod python;
 pub mod queue;
 pub mod stamp;

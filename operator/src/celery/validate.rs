@@ -13,11 +13,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::message::TaskMessage;
+use super::names::{QUEUE_NAME, TASK_NAME};
 
 /// Longest accepted task name (Celery has no limit; real names are dotted paths).
-pub const MAX_TASK_NAME_LEN: usize = 255;
+pub const MAX_TASK_NAME_LEN: usize = TASK_NAME.max_len;
 /// Longest accepted queue name.
-pub const MAX_QUEUE_NAME_LEN: usize = 255;
+pub const MAX_QUEUE_NAME_LEN: usize = QUEUE_NAME.max_len;
 /// Longest accepted `origin` header.
 pub const MAX_ORIGIN_LEN: usize = 255;
 /// Cap on the JSON body before base64 (the Redis list element is about 4/3 of this plus
@@ -195,8 +196,7 @@ pub(crate) fn validate_fields(
     validate_origin(&msg.origin)
 }
 
-/// Non-empty, at most [`MAX_TASK_NAME_LEN`], starting with a letter or `_`, then ASCII
-/// letters, digits and `_ . - :` (dotted Python paths and common custom names).
+/// Non-empty, at most [`MAX_TASK_NAME_LEN`], and of the characters [`TASK_NAME`] allows.
 pub fn validate_task_name(name: &str) -> Result<(), ValidationError> {
     if name.is_empty() {
         return fail(Field::Task, "must not be empty");
@@ -210,27 +210,25 @@ pub fn validate_task_name(name: &str) -> Result<(), ValidationError> {
             ),
         );
     }
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+    if !name.starts_with(|c: char| TASK_NAME.allows_first(c)) {
         return fail(
             Field::Task,
             format!("{name:?} must start with a letter or '_'"),
         );
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':')))
-    {
+    if let Some(bad) = name.chars().find(|c| !TASK_NAME.allows(*c)) {
         return fail(
             Field::Task,
-            format!("{name:?} contains {bad:?}; allowed are ASCII letters, digits and _ . - :"),
+            format!(
+                "{name:?} contains {bad:?}; allowed are {}",
+                TASK_NAME.allowed_text()
+            ),
         );
     }
     Ok(())
 }
 
-/// Non-empty, at most [`MAX_QUEUE_NAME_LEN`], ASCII letters, digits and `_ . - : @ /`.
-/// Control characters are excluded in particular because the default key separator is
-/// `\x06\x16` and workers split the popped key on it.
+/// Non-empty, at most [`MAX_QUEUE_NAME_LEN`], and of the characters [`QUEUE_NAME`] allows.
 pub fn validate_queue_name(queue: &str) -> Result<(), ValidationError> {
     if queue.is_empty() {
         return fail(Field::Queue, "must not be empty");
@@ -244,14 +242,12 @@ pub fn validate_queue_name(queue: &str) -> Result<(), ValidationError> {
             ),
         );
     }
-    if let Some(bad) = queue
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | ':' | '@' | '/')))
-    {
+    if let Some(bad) = queue.chars().find(|c| !QUEUE_NAME.allows(*c)) {
         return fail(
             Field::Queue,
             format!(
-                "{queue:?} contains {bad:?}; allowed are ASCII letters, digits and _ . - : @ /"
+                "{queue:?} contains {bad:?}; allowed are {}",
+                QUEUE_NAME.allowed_text()
             ),
         );
     }

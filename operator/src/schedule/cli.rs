@@ -436,7 +436,7 @@ mod tests {
             ),
             (
                 vec!["--cron", "0 0 * * 8"],
-                "invalid cron day-of-week \"8\": 8 is out of range 0-7",
+                "invalid cron day-of-week \"8\": 8 is out of range 0-6",
             ),
             (
                 vec!["--every", "-5s"],

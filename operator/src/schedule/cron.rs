@@ -5,27 +5,35 @@
 //!   comma list of `*`, `?` (same as `*`), `a`, `a-b`, `*/N`, `a-b/N` or `a/N` (= `a-max/N`).
 //!   Ranges do not wrap. Month and weekday names are the exact three-letter English
 //!   abbreviations, case-insensitive (`jan`, `MON`).
-//! - Day of week is 0-6 with 0 = Sunday. Unlike robfig (and so Kubernetes), `7` is also
-//!   accepted as Sunday, as in Vixie cron; `*` and `a/N` still stop at 6.
+//! - Day of week is 0-6 with 0 = Sunday; `7` is refused, as a CronJob refuses it (Vixie
+//!   cron would read it as Sunday).
 //! - Day of month and day of week combine with OR when both are restricted, AND when either
 //!   starts with `*` or `?` without a step greater than 1 (robfig's rule: `*/2` counts as
 //!   restricted). `0 0 13 * 5` fires on every 13th and on every Friday.
-//! - Macros `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/`@midnight`, `@hourly`.
-//!   `@every` is refused (use an `every` schedule), and so are `TZ=`/`CRON_TZ=` prefixes
-//!   (the time zone is a separate setting, as in Kubernetes).
+//! - Macros `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/`@midnight`, `@hourly`,
+//!   written alone: with blanks around it (`" @hourly"`) a macro is refused, as robfig
+//!   refuses it; blanks around five fields are ignored, as robfig ignores them. `@every` is
+//!   refused (use an `every` schedule), and so are `TZ=`/`CRON_TZ=` prefixes (the time zone
+//!   is a separate setting, as in Kubernetes).
 //! - Stricter than robfig: empty list elements (`1,,2`) are errors rather than ignored, and a
 //!   day of month that never occurs in the selected months (`0 0 30 2 *`) is a parse error
 //!   rather than a schedule that silently never fires.
 //!
 //! Next fire (time zones and DST): the earliest instant strictly after the given one whose
-//! local wall-clock time in the schedule's zone matches. robfig/cron v3's `SpecSchedule.Next`
-//! steps through local time to the same effect, and its DST vectors (New York, São Paulo) are
-//! tests here: a wall time inside a spring-forward gap does not exist and is skipped (New
-//! York `0 2 * * *` skips 2012-03-11), and a wall time that occurs twice at fall-back fires
-//! twice (New York `0 1 * * *` fires at 01:00-04:00 and at 01:00-05:00 on 2012-11-04). This
-//! differs from Celery's crontab on purpose: a CronJob user expects CronJob behaviour. The
-//! search looks 400 years ahead (robfig gives up after 5), so `0 0 29 2 *` finds 2104-02-29
-//! from 2097.
+//! local wall-clock time in the schedule's zone matches the fields. A wall time inside a
+//! spring-forward gap does not exist and never fires (New York `0 2 * * *` skips
+//! 2012-03-11); a wall time that occurs twice at fall-back fires at both instants (New York
+//! `0 1 * * *` fires at 01:00-04:00 and at 01:00-05:00 on 2012-11-04). robfig/cron v3's
+//! `SpecSchedule.Next` (what a CronJob uses) gives the same instants for zones whose clocks
+//! move by one hour away from midnight, and its DST vectors (New York, São Paulo) are tests
+//! here. It does not for the others: it steps through wall time by whole hours and days and
+//! patches the day step when midnight is skipped, so in zones whose DST change falls at
+//! midnight (Asunción, Havana, Gaza, Tehran, São Paulo before 2019) or moves the clock by 30
+//! or 45 minutes (Lord Howe, Chatham) its slot near the change can differ from ours. Ours is
+//! the cron reading, every matching local instant and nothing else; a CronJob's is an
+//! artifact of its stepping. This also differs from Celery's crontab on purpose: a `cron`
+//! user expects cron behaviour. The search looks 400 years ahead (robfig gives up after 5),
+//! so `0 0 29 2 *` finds 2104-02-29 from 2097.
 
 use std::fmt;
 use std::str::FromStr;
@@ -66,8 +74,7 @@ impl CronField {
             CronField::Hour => (0, 23, Names::None, 23),
             CronField::DayOfMonth => (1, 31, Names::None, 31),
             CronField::Month => (1, 12, Names::Months, 12),
-            // 7 is Sunday when written, but ranges implied by `*` stop at Saturday.
-            CronField::DayOfWeek => (0, 7, Names::Weekdays, 6),
+            CronField::DayOfWeek => (0, 6, Names::Weekdays, 6),
         };
         let domain = Domain {
             min,
@@ -112,6 +119,8 @@ pub enum CronError {
         "invalid cron expression \"{0}\": unknown macro (use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"
     )]
     UnknownMacro(String),
+    #[error("invalid cron expression {0:?}: a macro must be written without blanks around it")]
+    BlanksAroundMacro(String),
     #[error("invalid cron expression \"{0}\": @every is not supported here, use an every schedule")]
     EveryMacro(String),
     #[error(
@@ -136,11 +145,14 @@ pub struct Cron {
 }
 
 impl Cron {
-    /// Parse a five-field expression or a macro. Leading and trailing whitespace is ignored.
+    /// Parse a five-field expression (blanks around it are ignored) or a macro (alone).
     pub fn parse(input: &str) -> Result<Self, CronError> {
         let expr = input.trim();
         if expr.is_empty() {
             return Err(CronError::Empty);
+        }
+        if expr.starts_with('@') && expr != input {
+            return Err(CronError::BlanksAroundMacro(input.to_string()));
         }
         if expr.starts_with("TZ=") || expr.starts_with("CRON_TZ=") {
             return Err(CronError::TzPrefix(input.to_string()));
@@ -338,9 +350,6 @@ fn parse_field(field: CronField, spec: &str) -> Result<(u64, bool), FieldError> 
             bits |= bit(v);
         }
     }
-    if field == CronField::DayOfWeek && bits & bit(7) != 0 {
-        bits = (bits & !bit(7)) | bit(0);
-    }
     Ok((bits, star))
 }
 
@@ -397,9 +406,7 @@ mod tests {
         assert_eq!(set(DayOfWeek, "mon-fri"), vec![1, 2, 3, 4, 5]);
         assert_eq!(set(DayOfWeek, "Mon/2"), vec![1, 3, 5]);
         assert_eq!(set(DayOfWeek, "*"), vec![0, 1, 2, 3, 4, 5, 6]);
-        assert_eq!(set(DayOfWeek, "7"), vec![0]);
-        assert_eq!(set(DayOfWeek, "5-7"), vec![0, 5, 6]);
-        assert_eq!(set(DayOfWeek, "0-7/2"), vec![0, 2, 4, 6]);
+        assert_eq!(set(DayOfWeek, "0-6/2"), vec![0, 2, 4, 6]);
     }
 
     #[test]
@@ -613,7 +620,20 @@ mod tests {
         assert_eq!(next("@monthly", after), "2024-06-01T00:00:00+00:00");
         assert_eq!(next("@yearly", after), "2025-01-01T00:00:00+00:00");
         assert_eq!(next("@annually", after), "2025-01-01T00:00:00+00:00");
-        assert_eq!(next("  @hourly ", after), "2024-05-15T11:00:00+00:00");
+        assert_eq!(next("  0 * * * * ", after), "2024-05-15T11:00:00+00:00");
+    }
+
+    #[test]
+    fn what_a_cronjob_refuses_is_refused() {
+        for (input, reason) in [
+            (" @hourly", "without blanks"),
+            ("@hourly ", "without blanks"),
+            ("0 0 * * 7", "7 is out of range 0-6"),
+            ("0 0 * * 5-7", "out of range 0-6"),
+        ] {
+            let err = Cron::parse(input).expect_err(input).to_string();
+            assert!(err.contains(reason), "{input:?}: {err}");
+        }
     }
 
     #[test]
@@ -625,10 +645,6 @@ mod tests {
         );
         assert_eq!(
             next("0 0 * * sun", "2024-05-15T00:00:00Z"),
-            "2024-05-19T00:00:00+00:00"
-        );
-        assert_eq!(
-            next("0 0 * * 7", "2024-05-15T00:00:00Z"),
             "2024-05-19T00:00:00+00:00"
         );
         assert_eq!(
@@ -661,7 +677,7 @@ mod tests {
         );
         assert_eq!(
             err("0 0 * * 8"),
-            "invalid cron day-of-week \"8\": 8 is out of range 0-7"
+            "invalid cron day-of-week \"8\": 8 is out of range 0-6"
         );
         assert_eq!(
             err("0 0 * * XYZ"),
