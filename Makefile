@@ -57,7 +57,7 @@ e2e: deps tools ## End-to-end tests on a fresh local control plane (brought up a
 	e2e/run-e2e.sh $(E2E_ARGS)
 
 .PHONY: test
-test: ## Everything CI runs: deps, lint, check-generated, unit, e2e; ends with a total of the tests
+test: ## Everything CI runs: deps, lint, check-generated, harness-check, standalone (unit), e2e; ends with a total
 	@e2e/test.sh
 
 .PHONY: demo

@@ -1,7 +1,7 @@
 //! celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 
 pub mod api;
-pub mod autoscale;
+pub(crate) mod autoscale;
 pub mod broker;
 pub mod celery;
 pub mod controller;

@@ -51,7 +51,8 @@ impl Connections {
     }
 
     /// How many URLs have a connection.
-    pub async fn len(&self) -> usize {
+    #[cfg(test)]
+    async fn connected(&self) -> usize {
         self.by_url.lock().await.len()
     }
 }
@@ -132,7 +133,7 @@ mod tests {
         drop(conn);
         assert_eq!(server.clients().await, before + 1);
         conns.forget(&server.url).await;
-        assert_eq!(conns.len().await, 0);
+        assert_eq!(conns.connected().await, 0);
         server.wait_for_clients(before).await;
     }
 }

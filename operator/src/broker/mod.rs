@@ -10,9 +10,9 @@ mod publish;
 pub(crate) mod test_server;
 mod url;
 
-pub use batcher::{Acked, PushThread};
-pub use connections::{Connections, UrlUsers};
-pub use publish::{PUBLISH_SCRIPT, PublishOutcome, Published, Push, RunCounter, publish_batch};
+pub(crate) use batcher::PushThread;
+pub(crate) use connections::{Connections, UrlUsers};
+pub(crate) use publish::{PublishOutcome, Published, Push, RunCounter, publish_batch};
 pub use url::BrokerUrl;
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.

@@ -32,10 +32,13 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (make deps installs it)");
+        // Killed on every path, a failed start included.
+        let mut child = Reaped(Some(child));
         let url = BrokerUrl::new(format!("redis://127.0.0.1:{port}/0"));
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 let conn = Connections::new().get(&url).await.expect("connect");
+                let child = child.0.take().expect("child");
                 return Self { child, url, conn };
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -65,6 +68,18 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("{seen} clients connected, expected {n}");
+    }
+}
+
+/// A child process killed and waited for when dropped.
+struct Reaped(Option<Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -9,14 +9,14 @@
 //! [`TaskMessage::encode`] it (validates, then returns the list key and the element),
 //! and push it only if [`dedupe_key`] is new.
 
-pub mod decode;
-pub mod message;
-pub mod names;
+pub(crate) mod decode;
+pub(crate) mod message;
+pub(crate) mod names;
 mod python;
-pub mod queue;
-pub mod stamp;
-pub mod task_id;
-pub mod validate;
+pub(crate) mod queue;
+pub(crate) mod stamp;
+pub(crate) mod task_id;
+pub(crate) mod validate;
 
 #[cfg(test)]
 pub(crate) mod testdata;

@@ -1,13 +1,13 @@
 //! Controllers, one module per kind. Reconcile functions are thin: read, build desired
 //! objects with pure functions, apply them with server-side apply, write status.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod broker_ref;
-pub mod conditions;
-pub mod labels;
+pub(crate) mod conditions;
+pub(crate) mod labels;
 pub mod periodic_task;
 pub mod redis_cache;
-pub mod time;
+pub(crate) mod time;
 pub mod worker_pool;
 
 use std::collections::HashMap;

@@ -10,10 +10,10 @@ mod entry;
 mod fire;
 pub mod plan;
 pub mod run_state;
-pub mod slots;
+pub(crate) mod slots;
 pub mod stats;
-pub mod status;
-pub mod status_writer;
+pub(crate) mod status;
+pub(crate) mod status_writer;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

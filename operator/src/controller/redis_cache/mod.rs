@@ -2,12 +2,12 @@
 //! and client Services, StatefulSet and PodDisruptionBudget.
 
 pub mod config_map;
-pub mod pdb;
+pub(crate) mod pdb;
 pub mod secrets;
-pub mod services;
+pub(crate) mod services;
 pub mod settings;
 pub mod stateful_set;
-pub mod status;
+pub(crate) mod status;
 
 use std::sync::Arc;
 

@@ -1,11 +1,11 @@
 //! WorkerPool controller: resolves the broker, applies the worker Deployment, reports status;
 //! with `autoscaling`, the autoscaler loop decides the replicas from the queue backlog.
 
-pub mod autoscaler;
+pub(crate) mod autoscaler;
 pub mod deployment;
-pub mod heartbeats;
-pub mod load;
-pub mod status;
+pub(crate) mod heartbeats;
+pub(crate) mod load;
+pub(crate) mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
