@@ -143,29 +143,4 @@ async fn metrics_are_scraped_with_every_series() {
     ] {
         assert!(text.contains(series), "{series} missing in\n{text}");
     }
-    // Every series the README documents is exported (a family is typed before its first sample).
-    let documented = readme_metrics();
-    assert!(
-        documented.len() >= 9,
-        "README metrics table: {documented:?}"
-    );
-    for name in documented {
-        let family = name.strip_suffix("_total").unwrap_or(&name);
-        assert!(
-            text.contains(&format!("# TYPE {family} ")),
-            "{name} is documented in the README but not exported:\n{text}"
-        );
-    }
-}
-
-/// The series names of the README's metrics table (rows starting with `` | `celery_operator_ ``).
-fn readme_metrics() -> Vec<String> {
-    let readme = std::fs::read_to_string(celery_operator_e2e::repo_root().join("README.md"))
-        .expect("README.md");
-    readme
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `celery_operator_"))
-        .filter_map(|rest| rest.split_once('`'))
-        .map(|(name, _)| format!("celery_operator_{name}"))
-        .collect()
 }

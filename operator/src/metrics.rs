@@ -215,5 +215,31 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }
+        // Every series the README's metrics table documents is exported.
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let documented: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|rest| rest.split_once('`').map(|(name, _)| name))
+            .filter(|name| name.starts_with("celery_operator_"))
+            .collect();
+        assert!(
+            documented.len() >= 9,
+            "README metrics table: {documented:?}"
+        );
+        m.push_failures
+            .get_or_create(&FailureLabels {
+                reason: "connect".into(),
+            })
+            .inc();
+        let text = m.render();
+        for name in documented {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{name} is documented in the README but not exported:\n{text}"
+            );
+        }
     }
 }

@@ -130,6 +130,17 @@ impl Autoscaler {
         }
     }
 
+    /// Stops autoscaling every pool `live` says is gone.
+    pub(crate) async fn retain(&self, live: impl Fn(&ObjectRef<WorkerPool>) -> bool) {
+        let gone: Vec<ObjectRef<WorkerPool>> = {
+            let pools = self.pools.lock().await;
+            pools.keys().filter(|k| !live(k)).cloned().collect()
+        };
+        for key in gone {
+            self.unregister(&key).await;
+        }
+    }
+
     /// Closes the connection and the heartbeat subscriptions of a broker no pool reads any
     /// more (a deleted pool, a changed password).
     async fn release_if_unused(

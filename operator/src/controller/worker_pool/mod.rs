@@ -49,6 +49,19 @@ pub async fn run(ctx: Arc<Context>) {
     tokio::spawn(autoscaler.clone().run());
     let controller = Controller::new(ctx.watched::<WorkerPool>(), watcher::Config::default());
     let pools = controller.store();
+    // A deleted pool is never reconciled again (it has no finalizer): the autoscaler drops
+    // the pools the watch no longer holds, and with them their broker connections.
+    {
+        let (autoscaler, pools) = (autoscaler.clone(), pools.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if pools.wait_until_ready().await.is_ok() {
+                    autoscaler.retain(|key| pools.get(key).is_some()).await;
+                }
+            }
+        });
+    }
     let pool_ctx = Arc::new(PoolContext {
         ctx: ctx.clone(),
         autoscaler,
