@@ -295,6 +295,12 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
     // and a real worker runs the task.
     let redis = RedisServer::start(None, Some("rbac-s3cret"), &["--save", ""]);
     let _worker = CeleryWorker::on_queues(&redis.url(0), "celery");
+    let ran = |redis: &RedisServer| {
+        recorded(redis)
+            .iter()
+            .filter(|e| e["kwargs"]["tag"] == "rbac")
+            .count()
+    };
     let manifests = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "beat-broker"},
          "stringData": {"url": redis.url(0)}},
@@ -308,11 +314,7 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         Some(&manifests.to_string()),
     ));
     eventually(WAIT, "the periodic task runs on the worker", || async {
-        let runs = recorded(&redis)
-            .iter()
-            .filter(|e| e["kwargs"]["tag"] == "rbac")
-            .count();
-        (runs >= 2).then_some(())
+        (ran(&redis) >= 2).then_some(())
     })
     .await;
     eventually(
@@ -374,12 +376,6 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         },
     )
     .await;
-    let ran = |redis: &RedisServer| {
-        recorded(redis)
-            .iter()
-            .filter(|e| e["kwargs"]["tag"] == "rbac")
-            .count()
-    };
     let before = ran(&redis);
     eventually(WAIT, "the task still runs on schedule", || async {
         (ran(&redis) >= before + 3).then_some(())

@@ -67,7 +67,6 @@ pub async fn resolve(
     r: &BrokerRef,
 ) -> Result<Resolved, ResolveError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let not_found = |m: String| ResolveError::NotFound(m);
     match (&r.redis_cache, &r.secret_key_ref) {
         (Some(name), None) => {
             let caches: Api<RedisCache> = Api::namespaced(client.clone(), ns);
@@ -78,7 +77,9 @@ pub async fn resolve(
                 .map_err(|e| ResolveError::unavailable(&field, format!("RedisCache {name}"), e))?
                 .is_none()
             {
-                return Err(not_found(format!("{field}: RedisCache {name} not found")));
+                return Err(ResolveError::NotFound(format!(
+                    "{field}: RedisCache {name} not found"
+                )));
             }
             let connection_secret = connection_secret_name(name);
             let base = secrets
@@ -89,7 +90,7 @@ pub async fn resolve(
                 })?
                 .and_then(|s| secret_value(&s, BASE_URL_KEY))
                 .ok_or_else(|| {
-                    not_found(format!(
+                    ResolveError::NotFound(format!(
                         "{field}: RedisCache {name} has no connection Secret yet"
                     ))
                 })?;
@@ -110,9 +111,11 @@ pub async fn resolve(
                 .map_err(|e| {
                     ResolveError::unavailable(&field, format!("Secret {}", key_ref.name), e)
                 })?
-                .ok_or_else(|| not_found(format!("{field}: Secret {} not found", key_ref.name)))?;
+                .ok_or_else(|| {
+                    ResolveError::NotFound(format!("{field}: Secret {} not found", key_ref.name))
+                })?;
             let url = secret_value(&secret, &key_ref.key).ok_or_else(|| {
-                not_found(format!(
+                ResolveError::NotFound(format!(
                     "{field}: Secret {} has no key {}",
                     key_ref.name, key_ref.key
                 ))
@@ -122,7 +125,7 @@ pub async fn resolve(
                 broker: ResolvedBroker::SecretKey(key_ref.clone()),
             })
         }
-        _ => Err(not_found(format!(
+        _ => Err(ResolveError::NotFound(format!(
             "{field}: set exactly one of redisCache or secretKeyRef"
         ))),
     }

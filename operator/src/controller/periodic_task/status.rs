@@ -157,6 +157,7 @@ pub fn build(
 mod tests {
     use super::*;
     use crate::api::periodic_task::PeriodicTaskSpec;
+    use crate::controller::conditions::condition;
     use crate::controller::conditions::is_true;
     use chrono::DateTime;
 
@@ -205,11 +206,7 @@ mod tests {
             Some(&report(BrokerState::Reachable)),
             Timestamp::UNIX_EPOCH,
         );
-        let c = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .expect("Ready");
+        let c = condition(&s.conditions, READY);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("True", "BrokerRefUnreadable")
@@ -246,11 +243,7 @@ mod tests {
             Some(&report(BrokerState::Unreachable("cannot connect".into()))),
             Timestamp::UNIX_EPOCH,
         );
-        let c = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == BROKER_REACHABLE)
-            .expect("cond");
+        let c = condition(&s.conditions, BROKER_REACHABLE);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("False", "Unreachable")
@@ -278,11 +271,7 @@ mod tests {
         );
         assert_eq!(s.total_runs, Some(3));
         assert_eq!(s.next_schedule_time, None);
-        let c = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == SCHEDULE_VALID)
-            .expect("cond");
+        let c = condition(&s.conditions, SCHEDULE_VALID);
         assert_eq!(
             (c.status.as_str(), c.message.as_str()),
             ("False", "invalid cron")

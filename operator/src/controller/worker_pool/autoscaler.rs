@@ -19,7 +19,7 @@ use super::heartbeats::{Heartbeats, pod_of_pool};
 use super::load::{self, PoolKeys};
 use crate::api::WorkerPool;
 use crate::autoscale::{Decision, History, Load, Policy, decide};
-use crate::broker::{BrokerUrl, Connections};
+use crate::broker::{BrokerUrl, Connections, UrlUsers};
 use crate::metrics::Metrics;
 
 /// The annotation the ReplicaSet controller reads to pick which pods to remove first.
@@ -68,6 +68,8 @@ pub struct Autoscaler {
     polling: std::sync::Mutex<HashSet<BrokerUrl>>,
     connections: Connections,
     heartbeats: Heartbeats,
+    /// Pools per broker URL, so the last pool to go closes the broker's connections.
+    users: std::sync::Mutex<UrlUsers>,
     trigger: UnboundedSender<ObjectRef<WorkerPool>>,
     client: Client,
     metrics: Arc<Metrics>,
@@ -84,6 +86,7 @@ impl Autoscaler {
             polling: std::sync::Mutex::default(),
             connections: Connections::new(),
             heartbeats: Heartbeats::default(),
+            users: std::sync::Mutex::default(),
             trigger,
             client,
             metrics,
@@ -98,11 +101,13 @@ impl Autoscaler {
         match pools.get_mut(&key) {
             Some(state) if state.target == target => {}
             Some(state) => {
+                self.use_url(&target.url);
                 let old = std::mem::replace(&mut state.target, target);
                 state.next_poll = tokio::time::Instant::now();
-                self.release_if_unused(&pools, &old.url).await;
+                self.release(&old.url).await;
             }
             None => {
+                self.use_url(&target.url);
                 let history = running
                     .map(|r| History::resumed(r, Utc::now()))
                     .unwrap_or_default();
@@ -124,9 +129,9 @@ impl Autoscaler {
 
     /// Stops autoscaling a pool (deleted, or autoscaling removed from its spec).
     pub async fn unregister(&self, key: &ObjectRef<WorkerPool>) {
-        let mut pools = self.pools.lock().await;
-        if let Some(state) = pools.remove(key) {
-            self.release_if_unused(&pools, &state.target.url).await;
+        let removed = self.pools.lock().await.remove(key);
+        if let Some(state) = removed {
+            self.release(&state.target.url).await;
         }
     }
 
@@ -141,14 +146,22 @@ impl Autoscaler {
         }
     }
 
-    /// Closes the connection and the heartbeat subscriptions of a broker no pool reads any
-    /// more (a deleted pool, a changed password).
-    async fn release_if_unused(
-        &self,
-        pools: &HashMap<ObjectRef<WorkerPool>, PoolState>,
-        url: &BrokerUrl,
-    ) {
-        if pools.values().all(|p| &p.target.url != url) {
+    fn use_url(&self, url: &BrokerUrl) {
+        self.users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .add(url);
+    }
+
+    /// One pool less reads `url`; the last one closes the broker's connection and heartbeat
+    /// subscriptions (a deleted pool, a changed password).
+    async fn release(&self, url: &BrokerUrl) {
+        let last = self
+            .users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .release(url);
+        if last {
             self.connections.forget(url).await;
             self.heartbeats.forget(url).await;
         }

@@ -186,6 +186,7 @@ pub fn failed(
 mod tests {
     use super::*;
     use crate::api::worker_pool::WorkerPoolSpec;
+    use crate::controller::conditions::condition;
 
     #[test]
     fn a_failure_keeps_an_unresolved_broker_unresolved() {
@@ -196,11 +197,7 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         ));
         let s = failed(&wp, "ApplyFailed", "boom".into(), Timestamp::UNIX_EPOCH);
-        let c = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == BROKER_RESOLVED)
-            .expect("BrokerResolved");
+        let c = condition(&s.conditions, BROKER_RESOLVED);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("False", "BrokerNotFound")
@@ -229,11 +226,7 @@ mod tests {
     fn ready_only_when_every_wanted_worker_is_ready() {
         let wp = WorkerPool::new("w", WorkerPoolSpec::default());
         let s = observed(&wp, &deploy(3, 2), None, Timestamp::UNIX_EPOCH);
-        let ready = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .expect("ready");
+        let ready = condition(&s.conditions, READY);
         assert_eq!(
             (ready.status.as_str(), ready.message.as_str()),
             ("False", "2/3 workers ready")
@@ -304,11 +297,7 @@ mod tests {
             (s.waiting, s.in_flight, s.desired_replicas),
             (Some(40), Some(3), Some(10))
         );
-        let limited = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == SCALING_LIMITED)
-            .expect("limited");
+        let limited = condition(&s.conditions, SCALING_LIMITED);
         assert_eq!(
             (limited.status.as_str(), limited.reason.as_str()),
             ("True", "TooManyReplicas")
@@ -323,11 +312,7 @@ mod tests {
             Some(Some(&unreachable)),
             Timestamp::UNIX_EPOCH,
         );
-        let active = s
-            .conditions
-            .iter()
-            .find(|c| c.type_ == SCALING_ACTIVE)
-            .expect("active");
+        let active = condition(&s.conditions, SCALING_ACTIVE);
         assert_eq!(
             (active.status.as_str(), active.reason.as_str()),
             ("False", "BrokerUnreachable")
