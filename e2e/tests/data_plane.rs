@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use celery_operator::api::redis_cache::{Persistence, PersistenceMode, Purpose, RedisCacheSpec};
 use celery_operator::api::shared::BrokerRef;
 use celery_operator::api::worker_pool::{WorkerPoolKind, WorkerPoolSpec};
+use celery_operator::controller::OwnedBy;
 use celery_operator::controller::broker_ref as broker;
 use celery_operator::controller::redis_cache::{config_map, secrets, settings};
 use celery_operator::controller::worker_pool::deployment;
 use celery_operator_e2e::celery::{CeleryWorker, expand_env, python};
 use celery_operator_e2e::redis::RedisServer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// Writes a rendered redis.conf for this host into a fresh directory: the pod's data volume
 /// `/data` becomes that directory (redis chdirs to it while reading the file). Returns the
@@ -207,11 +207,11 @@ fn rendered_worker_command_runs_real_celery_on_every_queue() {
     let mut url_env = broker::url_env("CELERY_BROKER_URL", &resolved(0));
     url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &resolved(1)));
     let d = deployment::build(deployment::Inputs {
-        name: "default",
-        namespace: "e2e",
-        labels: BTreeMap::new(),
-        selector: BTreeMap::new(),
-        owner: OwnerReference::default(),
+        owner: &OwnedBy {
+            name: "default".into(),
+            namespace: "e2e".into(),
+            ..Default::default()
+        },
         spec: &spec,
         replicas: 1,
         url_env,

@@ -38,7 +38,7 @@ impl Load {
 
 /// Memory of one pool between decisions.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct History {
+pub(crate) struct History {
     /// (when, recommended replicas) within the stabilization window.
     recommendations: VecDeque<(DateTime<Utc>, u32)>,
     /// Last time any load was seen.
@@ -49,7 +49,7 @@ impl History {
     /// The history of a pool found running `replicas` when this process takes it over
     /// (restart, new leader): as if it had just recommended them and been busy, so neither
     /// the stabilization window nor the idle period is skipped.
-    pub fn resumed(replicas: u32, now: DateTime<Utc>) -> Self {
+    pub(crate) fn resumed(replicas: u32, now: DateTime<Utc>) -> Self {
         Self {
             recommendations: VecDeque::from([(now, replicas)]),
             last_busy: (replicas > 0).then_some(now),
@@ -72,7 +72,12 @@ pub struct Decision {
 }
 
 /// Decides the replicas for `load` at `now`, updating `history`.
-pub fn decide(policy: &Policy, load: Load, now: DateTime<Utc>, history: &mut History) -> Decision {
+pub(crate) fn decide(
+    policy: &Policy,
+    load: Load,
+    now: DateTime<Utc>,
+    history: &mut History,
+) -> Decision {
     let total = load.total();
     if total > 0 {
         history.last_busy = Some(now);

@@ -1,8 +1,15 @@
 //! Custom resource types of the `celeryoperator.io` API group, one file per kind.
 
+// Every type here is public API (the e2e crate and users build manifests from them), yet
+// rustc's `unreachable_pub` flags the ones deriving KubeSchema: that derive re-emits each
+// struct, with its `pub`, inside a private block to build the schema.
+#[allow(unreachable_pub)]
 pub mod periodic_task;
+#[allow(unreachable_pub)]
 pub mod redis_cache;
+#[allow(unreachable_pub)]
 pub mod shared;
+#[allow(unreachable_pub)]
 pub mod worker_pool;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

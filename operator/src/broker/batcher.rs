@@ -18,7 +18,7 @@ use crate::timer_queue::{TimerQueue, sleep_until};
 const MAX_BATCH: usize = 2_000;
 
 /// What a push did and when its broker acknowledged it.
-pub type Acked = (Published, DateTime<Utc>);
+pub(super) type Acked = (Published, DateTime<Utc>);
 
 type Reply = oneshot::Sender<Result<Acked, BrokerError>>;
 
@@ -31,7 +31,7 @@ struct Request {
 
 /// Handle of the push thread; the thread ends when the last handle is dropped.
 #[derive(Clone)]
-pub struct PushThread {
+pub(crate) struct PushThread {
     tx: mpsc::UnboundedSender<Message>,
 }
 
@@ -49,7 +49,7 @@ impl std::fmt::Debug for PushThread {
 
 impl PushThread {
     /// Starts the push thread (or, if no thread can be started, a task on this runtime).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("broker-push".into())
@@ -72,7 +72,7 @@ impl PushThread {
     }
 
     /// Pushes at `at` (at once if that is past) to the broker at `url`.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         url: &BrokerUrl,
         at: Instant,
@@ -94,7 +94,7 @@ impl PushThread {
     }
 
     /// Closes the connection to `url` (its last user is gone); a later push reconnects.
-    pub fn forget(&self, url: &BrokerUrl) {
+    pub(crate) fn forget(&self, url: &BrokerUrl) {
         // The thread only stops when every handle is gone: nothing to close then.
         let _ = self.tx.send(Message::Forget(url.clone()));
     }

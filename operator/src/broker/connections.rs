@@ -11,13 +11,13 @@ use super::{BrokerError, BrokerUrl};
 
 /// Commands (and connection attempts) fail after this, so an unreachable broker is reported
 /// quickly instead of stalling the schedule.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connection cache keyed by URL. Its users say when a URL is no longer theirs
 /// ([`Connections::forget`]), so the connections of deleted objects and of rotated
 /// passwords close instead of living on.
 #[derive(Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     by_url: Mutex<HashMap<BrokerUrl, ConnectionManager>>,
 }
 
@@ -28,13 +28,13 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The connection for `url`, connecting on first use. A failed first connect is not
     /// cached, so the next call tries again.
-    pub async fn get(&self, url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
+    pub(crate) async fn get(&self, url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
         if let Some(c) = self.by_url.lock().await.get(url) {
             return Ok(c.clone());
         }
@@ -46,7 +46,7 @@ impl Connections {
 
     /// Drops the connection of `url`: after an error (the next use reconnects afresh), or
     /// when nothing uses the URL any more (it closes once its last clone is dropped).
-    pub async fn forget(&self, url: &BrokerUrl) {
+    pub(crate) async fn forget(&self, url: &BrokerUrl) {
         self.by_url.lock().await.remove(url);
     }
 
@@ -58,7 +58,7 @@ impl Connections {
 }
 
 /// A multiplexed connection that reconnects by itself, with timeouts on connect and replies.
-pub async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
+pub(super) async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
     let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
@@ -77,17 +77,17 @@ pub async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> 
 
 /// How many objects use each broker URL, so the last one to go can close its connections.
 #[derive(Debug, Default)]
-pub struct UrlUsers {
+pub(crate) struct UrlUsers {
     counts: HashMap<BrokerUrl, usize>,
 }
 
 impl UrlUsers {
-    pub fn add(&mut self, url: &BrokerUrl) {
+    pub(crate) fn add(&mut self, url: &BrokerUrl) {
         *self.counts.entry(url.clone()).or_default() += 1;
     }
 
     /// One user less; true when it was the last.
-    pub fn release(&mut self, url: &BrokerUrl) -> bool {
+    pub(crate) fn release(&mut self, url: &BrokerUrl) -> bool {
         match self.counts.get_mut(url) {
             Some(n) if *n > 1 => {
                 *n -= 1;

@@ -15,7 +15,7 @@ use super::BrokerError;
 /// that fails (the queue key holds another type) takes its dedupe key back, so the retry
 /// pushes instead of finding the slot done. Three commands per push: Redis runs this
 /// thousands of times a second.
-pub const PUBLISH_SCRIPT: &str = r#"
+pub(super) const PUBLISH_SCRIPT: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[2])
   if type(pushed) == 'table' and pushed.err then
@@ -41,7 +41,7 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUB
 
 /// What the publish did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishOutcome {
+pub(crate) enum PublishOutcome {
     /// The message was pushed now.
     Pushed,
     /// The slot had been pushed already (by an earlier run, a restart or another replica).
@@ -53,7 +53,7 @@ pub enum PublishOutcome {
 /// bridge that gap: when missing (expired, a new broker) it starts from `seed`, the count
 /// the caller knows (its status).
 #[derive(Clone, Debug)]
-pub struct RunCounter {
+pub(crate) struct RunCounter {
     pub key: String,
     pub seed: i64,
     pub ttl: Duration,
@@ -61,7 +61,7 @@ pub struct RunCounter {
 
 /// One message to push exactly once.
 #[derive(Clone, Debug)]
-pub struct Push {
+pub(crate) struct Push {
     pub dedupe_key: String,
     pub dedupe_ttl: Duration,
     pub queue_key: String,
@@ -71,7 +71,7 @@ pub struct Push {
 
 /// The outcome and the task's run count after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     pub outcome: PublishOutcome,
     pub runs: i64,
 }
@@ -80,7 +80,7 @@ pub struct Published {
 /// Redis work without a `NOSCRIPT` round trip), then one `EVALSHA` per push. The outer
 /// error is the connection's; a push that fails alone (say its queue key holds another
 /// type) fails alone.
-pub async fn publish_batch<C: ConnectionLike>(
+pub(crate) async fn publish_batch<C: ConnectionLike>(
     conn: &mut C,
     pushes: &[Push],
 ) -> Result<Vec<Result<Published, BrokerError>>, BrokerError> {

@@ -243,7 +243,7 @@ fn optional_datetime(
 
 /// What `datetime.fromisoformat` reads from Celery: `YYYY-MM-DDTHH:MM:SS[.ffffff]`
 /// with an optional offset; naive means UTC (SPEC.md section 1).
-pub fn parse_python_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
+pub(crate) fn parse_python_datetime(text: &str) -> Option<DateTime<FixedOffset>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
         return Some(dt);
     }

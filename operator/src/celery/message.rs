@@ -19,12 +19,19 @@ use super::queue::TransportOptions;
 use super::validate::{self, ValidationError};
 
 /// Celery's default queue.
-pub const DEFAULT_QUEUE: &str = "celery";
+pub(crate) const DEFAULT_QUEUE: &str = "celery";
 /// The `origin` header unless set (Celery writes `gen<pid>@<host>`).
-pub const DEFAULT_ORIGIN: &str = "celery-operator";
+pub(crate) const DEFAULT_ORIGIN: &str = "celery-operator";
+
+/// Whole milliseconds from `now` to `expires`, floored at 0, as Celery computes the
+/// `expiration` property. Microseconds are the precision on the wire; integer math avoids
+/// the float rounding Python has here.
+pub(crate) fn expiration_ms<Tz: TimeZone>(expires: &DateTime<Tz>, now: DateTime<Utc>) -> i64 {
+    ((expires.timestamp_micros() - now.timestamp_micros()) / 1000).max(0)
+}
 /// `argsrepr`/`kwargsrepr` are cut to this many characters, as Celery's
 /// `argsrepr_maxsize`/`kwargsrepr_maxsize` do.
-pub const MAX_REPR_CHARS: usize = 1024;
+pub(crate) const MAX_REPR_CHARS: usize = 1024;
 
 /// One task invocation, ready to be encoded.
 ///
@@ -147,12 +154,7 @@ impl TaskMessage {
     /// computes it (`int((expires - now).total_seconds() * 1000)`, floored at 0).
     /// Relative to publish time, not to eta. Redis ignores it; kept for fidelity.
     pub fn expiration_ms(&self, now: DateTime<Utc>) -> Option<i64> {
-        self.expires.map(|expires| {
-            // Microseconds are the precision on the wire; integer math avoids the
-            // float rounding Python has here.
-            let micros = expires.timestamp_micros() - now.timestamp_micros();
-            (micros / 1000).max(0)
-        })
+        self.expires.map(|expires| expiration_ms(&expires, now))
     }
 
     /// The Redis list element, published now. See [`Self::to_envelope_json_at`].

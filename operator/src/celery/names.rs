@@ -3,7 +3,7 @@
 //! every push, so what the API server accepts is what the operator sends.
 
 /// Which characters a name may hold, and how long it may be.
-pub struct NameRule {
+pub(crate) struct NameRule {
     /// Characters besides ASCII letters (and digits, when `digit_first`) allowed first.
     first_extra: &'static str,
     digit_first: bool,
@@ -14,7 +14,7 @@ pub struct NameRule {
 }
 
 /// Dotted Python paths and common custom names: `proj.tasks.refresh`, `app:task-1`.
-pub const TASK_NAME: NameRule = NameRule {
+pub(crate) const TASK_NAME: NameRule = NameRule {
     first_extra: "_",
     digit_first: false,
     rest_extra: "_.:-",
@@ -23,7 +23,7 @@ pub const TASK_NAME: NameRule = NameRule {
 
 /// Queue names. Control characters are excluded in particular because the default
 /// priority separator is `\x06\x16` and workers split the popped key on it.
-pub const QUEUE_NAME: NameRule = NameRule {
+pub(crate) const QUEUE_NAME: NameRule = NameRule {
     first_extra: "_.:@/-",
     digit_first: true,
     rest_extra: "_.:@/-",
@@ -31,18 +31,18 @@ pub const QUEUE_NAME: NameRule = NameRule {
 };
 
 impl NameRule {
-    pub fn allows_first(&self, c: char) -> bool {
+    pub(crate) fn allows_first(&self, c: char) -> bool {
         c.is_ascii_alphabetic()
             || (self.digit_first && c.is_ascii_digit())
             || self.first_extra.contains(c)
     }
 
-    pub fn allows(&self, c: char) -> bool {
+    pub(crate) fn allows(&self, c: char) -> bool {
         c.is_ascii_alphanumeric() || self.rest_extra.contains(c)
     }
 
     /// The rule as the RE2 pattern CEL's `matches()` takes.
-    pub fn pattern(&self) -> String {
+    pub(crate) fn pattern(&self) -> String {
         let digits = if self.digit_first { "0-9" } else { "" };
         format!(
             "^[A-Za-z{digits}{}][A-Za-z0-9{}]*$",
@@ -51,7 +51,7 @@ impl NameRule {
     }
 
     /// The characters allowed after the first, for error messages.
-    pub fn allowed_text(&self) -> String {
+    pub(crate) fn allowed_text(&self) -> String {
         let extra: Vec<String> = self.rest_extra.chars().map(String::from).collect();
         format!("ASCII letters, digits and {}", extra.join(" "))
     }

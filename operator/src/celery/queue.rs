@@ -8,9 +8,9 @@
 use super::validate::{self, Field, MAX_PRIORITY, ValidationError};
 
 /// kombu's default `priority_steps`.
-pub const DEFAULT_PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+pub(crate) const DEFAULT_PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
 /// kombu's default `sep` between the queue name and the step.
-pub const DEFAULT_SEPARATOR: &str = "\x06\x16";
+pub(crate) const DEFAULT_SEPARATOR: &str = "\x06\x16";
 
 /// The worker-side transport options that shape key names
 /// (`broker_transport_options` = `priority_steps`, `sep`, `global_keyprefix`).

@@ -6,7 +6,7 @@
 use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::message::{EncodeError, EncodedMessage, TaskMessage};
+use super::message::{EncodeError, EncodedMessage, TaskMessage, expiration_ms};
 use super::python::isoformat;
 use super::queue::TransportOptions;
 use super::validate;
@@ -100,9 +100,8 @@ impl Stamp {
                 Part::DeliveryTag => out.push_str(&tag_text),
                 Part::Expires => out.push_str(&isoformat(expires.as_ref()?)),
                 Part::Expiration => {
-                    let micros = expires?.timestamp_micros() - now.timestamp_micros();
                     out.push('"');
-                    out.push_str(&(micros / 1000).max(0).to_string());
+                    out.push_str(&expiration_ms(&expires?, now).to_string());
                     out.push('"');
                 }
             }

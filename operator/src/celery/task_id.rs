@@ -11,18 +11,18 @@ use super::validate::{Field, ValidationError};
 
 /// Namespace of task ids: `uuid5(NAMESPACE_DNS, "celeryoperator.io")`
 /// = `5634723c-6faa-5579-9771-509017b0cdd2`. Changing it changes every id.
-pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5634723c_6faa_5579_9771_509017b0cdd2);
+pub(crate) const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5634723c_6faa_5579_9771_509017b0cdd2);
 
 /// Prefix of a slot's dedupe key (after the transport's global key prefix).
-pub const DEDUPE_KEY_PREFIX: &str = "celery-operator:slot:";
+pub(crate) const DEDUPE_KEY_PREFIX: &str = "celery-operator:slot:";
 
 /// Longest accepted object uid (Kubernetes uids are 36-character UUIDs).
-pub const MAX_UID_LEN: usize = 128;
+pub(crate) const MAX_UID_LEN: usize = 128;
 
 /// The v5 name of a slot: `<uid>/<slot as RFC 3339 UTC, 9 fraction digits, Z>`, e.g.
 /// `0b8e3d2a-.../2030-01-02T03:04:05.000000000Z`. UTC with fixed width makes the same
 /// instant give the same name whatever zone the schedule is evaluated in.
-pub fn slot_name<Tz: TimeZone>(object_uid: &str, slot: &DateTime<Tz>) -> String {
+pub(crate) fn slot_name<Tz: TimeZone>(object_uid: &str, slot: &DateTime<Tz>) -> String {
     let slot = slot
         .with_timezone(&Utc)
         .to_rfc3339_opts(SecondsFormat::Nanos, true);
@@ -71,7 +71,7 @@ pub fn dedupe_key(global_key_prefix: &str, task_id: Uuid) -> String {
 }
 
 /// Prefix of a task's run counter key (after the transport's global key prefix).
-pub const RUNS_KEY_PREFIX: &str = "celery-operator:runs:";
+pub(crate) const RUNS_KEY_PREFIX: &str = "celery-operator:runs:";
 
 /// The Redis key counting the pushes of the object with `metadata.uid` = `object_uid`:
 /// `<global_key_prefix>celery-operator:runs:<uid>`.

@@ -20,7 +20,7 @@ pub(crate) struct Capture {
 
 impl Capture {
     /// Loads the capture whose file names start with `prefix` (e.g. `01_`).
-    pub fn load(prefix: &str) -> Self {
+    pub(crate) fn load(prefix: &str) -> Self {
         let dir = PathBuf::from(WIRE_DIR);
         let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let stem = entries
@@ -86,12 +86,12 @@ pub(crate) enum OJson {
 }
 
 impl OJson {
-    pub fn parse(json: &str) -> Self {
+    pub(crate) fn parse(json: &str) -> Self {
         serde_json::from_str(json).expect("valid JSON")
     }
 
     /// The value at an object path.
-    pub fn get(&self, path: &[&str]) -> Option<&OJson> {
+    pub(crate) fn get(&self, path: &[&str]) -> Option<&OJson> {
         path.iter().try_fold(self, |node, key| match node {
             OJson::Obj(pairs) => pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -99,7 +99,7 @@ impl OJson {
     }
 
     /// Keys, in order, of the object at `path`.
-    pub fn keys(&self, path: &[&str]) -> Vec<String> {
+    pub(crate) fn keys(&self, path: &[&str]) -> Vec<String> {
         match self.get(path) {
             Some(OJson::Obj(pairs)) => pairs.iter().map(|(k, _)| k.clone()).collect(),
             other => panic!("{path:?} is not an object: {other:?}"),

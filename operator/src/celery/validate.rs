@@ -16,36 +16,36 @@ use super::message::TaskMessage;
 use super::names::{QUEUE_NAME, TASK_NAME};
 
 /// Longest accepted task name (Celery has no limit; real names are dotted paths).
-pub const MAX_TASK_NAME_LEN: usize = TASK_NAME.max_len;
+pub(crate) const MAX_TASK_NAME_LEN: usize = TASK_NAME.max_len;
 /// Longest accepted queue name.
-pub const MAX_QUEUE_NAME_LEN: usize = QUEUE_NAME.max_len;
+pub(crate) const MAX_QUEUE_NAME_LEN: usize = QUEUE_NAME.max_len;
 /// Longest accepted `origin` header.
-pub const MAX_ORIGIN_LEN: usize = 255;
+pub(crate) const MAX_ORIGIN_LEN: usize = 255;
 /// Cap on the JSON body before base64 (the Redis list element is about 4/3 of this plus
 /// ~3 KiB of headers). 256 KiB matches the SQS/Google Pub/Sub class of limits: periodic
 /// tasks should carry references, not payloads, and a worker prefetches many messages.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Deepest accepted nesting of arrays/objects inside args or kwargs (the args array
 /// itself is level 1). Python's decoder recurses per level; this stays far from its limit.
-pub const MAX_JSON_DEPTH: usize = 32;
+pub(crate) const MAX_JSON_DEPTH: usize = 32;
 /// Most extra headers per message.
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 /// Longest extra header name.
-pub const MAX_HEADER_NAME_LEN: usize = 64;
+pub(crate) const MAX_HEADER_NAME_LEN: usize = 64;
 /// Longest extra header value, in bytes.
-pub const MAX_HEADER_VALUE_LEN: usize = 1024;
+pub(crate) const MAX_HEADER_VALUE_LEN: usize = 1024;
 /// Highest Celery priority on Redis (0 is served first).
-pub const MAX_PRIORITY: u8 = 9;
+pub(crate) const MAX_PRIORITY: u8 = 9;
 /// Earliest UTC year accepted for `eta`/`expires`.
-pub const MIN_YEAR: i32 = 1970;
+pub(crate) const MIN_YEAR: i32 = 1970;
 /// Latest UTC year accepted for `eta`/`expires` (Python's `datetime` ends at 9999 and the
 /// worker converts to its own zone, so stay clear of the edge).
-pub const MAX_YEAR: i32 = 9998;
+pub(crate) const MAX_YEAR: i32 = 9998;
 
 /// Header names a user may not set: Celery's protocol headers, the attributes and
 /// methods of the worker's `Task.request` (headers are merged into it, so e.g. `get`
 /// would shadow a method), and the names kombu itself reads from headers.
-pub const RESERVED_HEADER_NAMES: &[&str] = &[
+pub(crate) const RESERVED_HEADER_NAMES: &[&str] = &[
     // Protocol v2 headers.
     "lang",
     "task",
@@ -197,7 +197,7 @@ pub(crate) fn validate_fields(
 }
 
 /// Non-empty, at most [`MAX_TASK_NAME_LEN`], and of the characters [`TASK_NAME`] allows.
-pub fn validate_task_name(name: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_task_name(name: &str) -> Result<(), ValidationError> {
     if name.is_empty() {
         return fail(Field::Task, "must not be empty");
     }
@@ -229,7 +229,7 @@ pub fn validate_task_name(name: &str) -> Result<(), ValidationError> {
 }
 
 /// Non-empty, at most [`MAX_QUEUE_NAME_LEN`], and of the characters [`QUEUE_NAME`] allows.
-pub fn validate_queue_name(queue: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_queue_name(queue: &str) -> Result<(), ValidationError> {
     if queue.is_empty() {
         return fail(Field::Queue, "must not be empty");
     }
@@ -255,7 +255,7 @@ pub fn validate_queue_name(queue: &str) -> Result<(), ValidationError> {
 }
 
 /// 0..=9; Redis serves 0 first.
-pub fn validate_priority(priority: u8) -> Result<(), ValidationError> {
+pub(crate) fn validate_priority(priority: u8) -> Result<(), ValidationError> {
     if priority > MAX_PRIORITY {
         return fail(
             Field::Priority,
@@ -266,7 +266,7 @@ pub fn validate_priority(priority: u8) -> Result<(), ValidationError> {
 }
 
 /// Positional arguments: a JSON array whose content kombu decodes as plain data.
-pub fn validate_args(args: &Value) -> Result<(), ValidationError> {
+pub(crate) fn validate_args(args: &Value) -> Result<(), ValidationError> {
     match args {
         Value::Array(_) => check_plain_json(Field::Args, args, "args", 1),
         other => fail(
@@ -278,7 +278,7 @@ pub fn validate_args(args: &Value) -> Result<(), ValidationError> {
 
 /// Keyword arguments: a JSON object with non-empty keys whose content kombu decodes as
 /// plain data.
-pub fn validate_kwargs(kwargs: &Value) -> Result<(), ValidationError> {
+pub(crate) fn validate_kwargs(kwargs: &Value) -> Result<(), ValidationError> {
     let Value::Object(map) = kwargs else {
         return fail(
             Field::Kwargs,
@@ -344,7 +344,7 @@ fn type_name(value: &Value) -> &'static str {
 }
 
 /// The JSON body (before base64) must not exceed [`MAX_BODY_BYTES`].
-pub fn validate_body_size(len: usize) -> Result<(), ValidationError> {
+pub(crate) fn validate_body_size(len: usize) -> Result<(), ValidationError> {
     if len > MAX_BODY_BYTES {
         return fail(
             Field::Body,
@@ -357,7 +357,7 @@ pub fn validate_body_size(len: usize) -> Result<(), ValidationError> {
 /// `eta` and `expires` must be representable by Python's `datetime` as Celery writes them,
 /// and `expires` must lie after both `now` and `eta` (an expired message is revoked
 /// unrun). Compared at microsecond precision, the precision on the wire.
-pub fn validate_times(
+pub(crate) fn validate_times(
     eta: Option<&DateTime<FixedOffset>>,
     expires: Option<&DateTime<FixedOffset>>,
     now: DateTime<Utc>,
@@ -427,7 +427,7 @@ fn validate_datetime(field: Field, dt: &DateTime<FixedOffset>) -> Result<(), Val
 /// digits, `_` and `-`, at most [`MAX_HEADER_NAME_LEN`], and none of
 /// [`RESERVED_HEADER_NAMES`] (compared case-insensitively); values at most
 /// [`MAX_HEADER_VALUE_LEN`] bytes without control characters.
-pub fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+pub(crate) fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     if headers.len() > MAX_HEADERS {
         return fail(
             Field::Headers,
@@ -491,7 +491,7 @@ fn validate_header(name: &str, value: &str) -> Result<(), ValidationError> {
 
 /// Non-empty printable ASCII, at most [`MAX_ORIGIN_LEN`] bytes (Celery writes
 /// `gen<pid>@<host>`).
-pub fn validate_origin(origin: &str) -> Result<(), ValidationError> {
+pub(crate) fn validate_origin(origin: &str) -> Result<(), ValidationError> {
     if origin.is_empty() {
         return fail(Field::Origin, "must not be empty");
     }
@@ -508,7 +508,7 @@ pub fn validate_origin(origin: &str) -> Result<(), ValidationError> {
 }
 
 /// A delivery tag keys the worker's `unacked` hash, so it must be a real, fresh id.
-pub fn validate_delivery_tag(tag: Uuid) -> Result<(), ValidationError> {
+pub(crate) fn validate_delivery_tag(tag: Uuid) -> Result<(), ValidationError> {
     if tag.is_nil() {
         return fail(Field::DeliveryTag, "must not be the nil UUID");
     }

@@ -12,7 +12,7 @@ use super::{Context, FIELD_MANAGER, Result};
 
 /// What an apply did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Created,
     Updated,
     Unchanged,
@@ -20,7 +20,7 @@ pub enum Outcome {
 
 /// Applies `desired` (which must carry apiVersion, kind, name) with force, so the operator
 /// takes back fields someone else changed. A no-op apply does not write to etcd.
-pub async fn apply<K>(api: &Api<K>, desired: &K) -> Result<(K, Outcome)>
+pub(crate) async fn apply<K>(api: &Api<K>, desired: &K) -> Result<(K, Outcome)>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
@@ -51,7 +51,7 @@ fn changed(before: &ObjectMeta, after: &ObjectMeta) -> Outcome {
 }
 
 /// Applies an object `owner` owns and records a Created/Updated event on the owner.
-pub async fn apply_and_report<O, K>(
+pub(crate) async fn apply_and_report<O, K>(
     ctx: &Context,
     owner: &O,
     api: &Api<K>,
@@ -91,7 +91,7 @@ where
 
 /// Writes `new` to the status subresource unless it equals `old`, so a reconcile of an
 /// unchanged object writes nothing.
-pub async fn write_status<K, S>(
+pub(crate) async fn write_status<K, S>(
     client: &Client,
     obj: &K,
     ns: &str,

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 
 /// A condition without its transition time yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed {
+pub(crate) struct Observed {
     pub type_: &'static str,
     pub status: bool,
     pub reason: &'static str,
@@ -14,7 +14,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn new(
+    pub(crate) fn new(
         type_: &'static str,
         status: bool,
         reason: &'static str,
@@ -31,7 +31,7 @@ impl Observed {
 
 /// Builds the condition list, keeping `lastTransitionTime` of conditions whose status did not
 /// change so an unchanged object gets an identical status (and no write).
-pub fn merge(
+pub(crate) fn merge(
     previous: &[Condition],
     observed: Vec<Observed>,
     generation: Option<i64>,
@@ -58,8 +58,41 @@ pub fn merge(
         .collect()
 }
 
+/// An object whose status carries conditions; `merge` starts from these.
+pub(crate) trait Conditioned {
+    /// The conditions of the last written status (none before the first).
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! conditioned {
+    ($($kind:ty),*) => {$(
+        impl Conditioned for $kind {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map_or(&[], |s| s.conditions.as_slice())
+            }
+        }
+    )*};
+}
+conditioned!(
+    crate::api::redis_cache::RedisCache,
+    crate::api::worker_pool::WorkerPool,
+    crate::api::periodic_task::PeriodicTask
+);
+
+/// Whether the controller of a Deployment or StatefulSet has seen its newest template
+/// (`observedGeneration`) and moved `want` pods to it.
+pub(crate) fn rolled_out(
+    generation: Option<i64>,
+    observed_generation: Option<i64>,
+    updated_replicas: Option<i32>,
+    want: i32,
+) -> bool {
+    observed_generation.unwrap_or(0) >= generation.unwrap_or(0)
+        && updated_replicas.unwrap_or(0) >= want
+}
+
 /// Whether a condition of `type_` is True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub(crate) fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions
         .iter()
         .any(|c| c.type_ == type_ && c.status == "True")

@@ -5,6 +5,7 @@ pub(crate) mod apply;
 pub mod broker_ref;
 pub(crate) mod conditions;
 pub(crate) mod labels;
+pub use labels::OwnedBy;
 pub mod periodic_task;
 pub mod redis_cache;
 pub(crate) mod time;

@@ -4,13 +4,13 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-pub fn to_time(t: DateTime<Utc>) -> Option<Time> {
+pub(crate) fn to_time(t: DateTime<Utc>) -> Option<Time> {
     Timestamp::from_microsecond(t.timestamp_micros())
         .ok()
         .map(Time)
 }
 
-pub fn from_time(t: &Time) -> Option<DateTime<Utc>> {
+pub(crate) fn from_time(t: &Time) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(t.0.as_microsecond())
 }
 

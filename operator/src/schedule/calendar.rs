@@ -34,7 +34,7 @@ pub(crate) struct Calendar {
 }
 
 impl Calendar {
-    pub fn date_matches(&self, date: NaiveDate) -> bool {
+    pub(super) fn date_matches(&self, date: NaiveDate) -> bool {
         if self.months & bit(date.month()) == 0 {
             return false;
         }
@@ -47,7 +47,7 @@ impl Calendar {
     }
 
     /// Whether some selected day of month exists in some selected month (Feb 29 counts).
-    pub fn has_real_date(&self) -> bool {
+    pub(super) fn has_real_date(&self) -> bool {
         (1..=12u32).any(|month| {
             self.months & bit(month) != 0
                 && (1..=MAX_DAYS[month as usize - 1]).any(|day| self.days_of_month & bit(day) != 0)
@@ -76,7 +76,11 @@ impl Calendar {
 
     /// The first selected wall-clock minute strictly after `after`, looking at dates up to
     /// and including `last`.
-    pub fn next_wall_after(&self, after: NaiveDateTime, last: NaiveDate) -> Option<NaiveDateTime> {
+    pub(super) fn next_wall_after(
+        &self,
+        after: NaiveDateTime,
+        last: NaiveDate,
+    ) -> Option<NaiveDateTime> {
         let mut date = after.date();
         let mut from = Some(after.time());
         while date <= last {

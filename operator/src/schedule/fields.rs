@@ -95,7 +95,7 @@ pub(crate) struct Domain {
 
 impl Domain {
     /// One value: ASCII digits or a name, within `min..=max`.
-    pub fn value(&self, token: &str) -> Result<u32, FieldError> {
+    pub(super) fn value(&self, token: &str) -> Result<u32, FieldError> {
         if token.starts_with('-') {
             return Err(FieldError::Negative);
         }

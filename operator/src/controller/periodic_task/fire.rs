@@ -11,17 +11,18 @@ use tokio::sync::mpsc;
 use super::engine::{Job, Key, Shared, instant_of};
 use super::plan::run_now_task_id;
 use super::run_state::RunState;
-use super::slots;
+use super::slots::{self, MAX_DEDUPE_TTL};
 use crate::broker::{BrokerError, PublishOutcome, Push, RunCounter};
 use crate::celery::message::{EncodeError, EncodedMessage};
 use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
 use crate::metrics::FailureLabels;
 
-/// Dedupe keys of run-now requests live this long (annotation values are not reused).
-pub const RUN_NOW_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Dedupe keys of run-now requests live as long as any dedupe key (annotation values are
+/// not reused).
+pub(super) const RUN_NOW_TTL: Duration = MAX_DEDUPE_TTL;
 /// Life of a task's run counter in the broker. It only bridges a push and the status write
 /// that records it; once expired it starts again from the count the engine knows.
-const RUNS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const RUNS_TTL: Duration = MAX_DEDUPE_TTL;
 
 /// What one firing (or a connectivity probe) did.
 pub(crate) struct Fired {

@@ -14,9 +14,6 @@ use crate::celery::{EncodeError, EncodedMessage, Stamp, TaskMessage, TransportOp
 use crate::controller::time::from_time;
 use crate::schedule::{CrontabFields, Interval, Schedule, ScheduleError, ScheduleSpec};
 
-/// Origin header of every message the operator pushes.
-pub const ORIGIN: &str = "celery-operator";
-
 /// Why a PeriodicTask cannot be scheduled. Display is one line for a condition message.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -57,8 +54,7 @@ impl Template {
             .args(self.args.clone())
             .kwargs(self.kwargs.clone())
             .queue(self.queue.clone())
-            .priority(self.priority)
-            .origin(ORIGIN);
+            .priority(self.priority);
         if let Some(after) = self.expires
             && let Some(at) = slot.checked_add_signed(after)
         {

@@ -11,16 +11,16 @@ use crate::schedule::{Schedule, ScheduleKind};
 
 /// Under `Skip`, a slot still runs when it is at most this late (a restart or a brief
 /// broker outage right at the slot is not a "missed" run).
-pub const SKIP_TOLERANCE: TimeDelta = TimeDelta::seconds(5);
+pub(crate) const SKIP_TOLERANCE: TimeDelta = TimeDelta::seconds(5);
 /// Shortest and longest life of a dedupe key.
-pub const MIN_DEDUPE_TTL: Duration = Duration::from_secs(10 * 60);
-pub const MAX_DEDUPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const MIN_DEDUPE_TTL: Duration = Duration::from_secs(10 * 60);
+pub(crate) const MAX_DEDUPE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Margin on top of the catch-up window (operator restart, clock skew between replicas).
 const TTL_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// The slots to push now, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Due {
+pub(crate) struct Due {
     pub slots: Vec<DateTime<Utc>>,
     /// Whether due slots were dropped by the policy or the deadline.
     pub skipped: bool,
@@ -30,7 +30,7 @@ pub struct Due {
 
 /// Slots in `(last, now]` (after the plan's floor, before its end), filtered by the missed
 /// run policy and the starting deadline.
-pub fn due(plan: &Plan, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Due {
+pub(crate) fn due(plan: &Plan, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Due {
     let keep = match plan.policy {
         MissedRunPolicy::RunAll => RUN_ALL_CAP,
         MissedRunPolicy::RunOnce | MissedRunPolicy::Skip => 1,
@@ -90,7 +90,7 @@ pub fn due(plan: &Plan, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Due 
 
 /// The longest gap between the next few slots: the period of an interval, of a crontab or
 /// of a cron (approximately, for irregular ones).
-pub fn period(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
+pub(crate) fn period(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
     if let ScheduleKind::Every(every) = schedule.kind() {
         return Duration::from_secs(every.interval().seconds().unsigned_abs());
     }
@@ -110,7 +110,7 @@ pub fn period(schedule: &Schedule, now: DateTime<Utc>) -> Duration {
 /// considered again: the catch-up window (one period, or `RUN_ALL_CAP` periods under
 /// `RunAll`, shortened by a starting deadline) plus a margin, and at least two periods.
 /// Clamped to 10 minutes .. 7 days, so an every-second task keeps ~600 keys, not millions.
-pub fn dedupe_ttl(
+pub(crate) fn dedupe_ttl(
     schedule: &Schedule,
     policy: MissedRunPolicy,
     deadline: Option<TimeDelta>,

@@ -6,16 +6,16 @@ use k8s_openapi::jiff::Timestamp;
 use super::engine::{BrokerState, Report};
 use super::run_state::RunState;
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
-use crate::controller::conditions::{Observed, merge};
+use crate::controller::conditions::{Conditioned, Observed, merge};
 use crate::controller::time::to_time;
 
-pub const READY: &str = "Ready";
-pub const BROKER_REACHABLE: &str = "BrokerReachable";
-pub const SCHEDULE_VALID: &str = "ScheduleValid";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const BROKER_REACHABLE: &str = "BrokerReachable";
+pub(crate) const SCHEDULE_VALID: &str = "ScheduleValid";
 
 /// What the reconcile found.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Seen {
+pub(crate) enum Seen {
     /// Handed to the engine. `stale_broker` says why the broker reference could not be read
     /// again for a while (the engine keeps pushing with the URL it read before).
     Scheduled {
@@ -43,7 +43,7 @@ impl Default for Seen {
 
 impl Seen {
     /// The Warning event (reason, note) to record when a reconcile first sees this.
-    pub fn warning(&self) -> Option<(&'static str, String)> {
+    pub(crate) fn warning(&self) -> Option<(&'static str, String)> {
         match self {
             Seen::InvalidSchedule { message, .. } => Some(("InvalidSchedule", message.clone())),
             Seen::InvalidMessage { message, .. } => Some(("InvalidMessage", message.clone())),
@@ -58,7 +58,7 @@ impl Seen {
 }
 
 /// `old` is the latest known status (written last, else the object's).
-pub fn build(
+pub(crate) fn build(
     pt: &PeriodicTask,
     old: PeriodicTaskStatus,
     seen: &Seen,
@@ -135,7 +135,7 @@ pub fn build(
     let mut status = PeriodicTaskStatus {
         observed_generation: pt.metadata.generation,
         schedule: Some(schedule.clone()),
-        conditions: merge(&old.conditions, observed, pt.metadata.generation, now),
+        conditions: merge(pt.conditions(), observed, pt.metadata.generation, now),
         ..old
     };
     if let Some(r) = report {

@@ -20,7 +20,7 @@ use crate::controller::{Context, Error};
 /// Status writes per second over all tasks. Every write costs the API server, etcd and
 /// every watcher; under load writes coalesce (latest wins), so a status lags a little
 /// instead of the API server eating the CPU the beat needs.
-pub const STATUS_WRITES_PER_SECOND: f64 = 100.0;
+pub(crate) const STATUS_WRITES_PER_SECOND: f64 = 100.0;
 
 /// What the writer learns about a task.
 pub(crate) enum Observation {
@@ -31,7 +31,7 @@ pub(crate) enum Observation {
 }
 
 /// Shared by reconciles, the report consumer and the per-task writers.
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     ctx: Arc<Context>,
     engine: Engine,
     cells: Mutex<HashMap<Key, Cell>>,

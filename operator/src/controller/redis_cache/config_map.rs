@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::settings::{REDIS_PORT, Settings};
 use crate::api::redis_cache::{MaxMemoryPolicy, PersistenceMode};
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
 /// Key of redis.conf in the ConfigMap; the pod mounts it at /etc/redis/redis.conf.
 pub const CONFIG_KEY: &str = "redis.conf";
@@ -68,15 +67,9 @@ pub fn checksum(config: &str) -> String {
     format!("{hash:016x}")
 }
 
-pub fn build(
-    name: &str,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    owner: OwnerReference,
-    redis_conf: &str,
-) -> ConfigMap {
+pub fn build(owner: &OwnedBy, redis_conf: &str) -> ConfigMap {
     ConfigMap {
-        metadata: owned_meta(config_map_name(name), namespace, labels, owner),
+        metadata: owner.meta(config_map_name(&owner.name)),
         data: Some(BTreeMap::from([(
             CONFIG_KEY.to_string(),
             redis_conf.to_string(),

@@ -16,14 +16,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
+use kube::Api;
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
-use super::labels::{namespace, object_labels, owned_objects, owner_reference, selector_labels};
+use super::labels::{OwnedBy, namespace, owned_objects};
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::redis_cache::{Purpose, RedisCache};
 use settings::{AuthSettings, Settings};
@@ -83,51 +83,38 @@ async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
-    let ns = namespace(rc)?;
-    let name = rc.name_any();
     let settings = settings::resolve(&rc.spec).map_err(Error::InvalidSpec)?;
-    let owner = owner_reference(rc)?;
     let component = match settings.purpose {
         Purpose::Broker => "broker",
         Purpose::Cache => "cache",
     };
-    let labels = object_labels(APP, &name, component);
-    let selector = selector_labels(APP, &name);
+    let owner = OwnedBy::new(rc, APP, component)?;
+    let ns = &owner.namespace;
 
-    let password = ensure_password(ctx, rc, &ns, &settings, &labels).await?;
+    let password = ensure_password(ctx, rc, &owner, &settings).await?;
     let redis_conf = config_map::render_redis_conf(&settings);
 
     let c = &ctx.client;
-    let cm = config_map::build(&name, &ns, labels.clone(), owner.clone(), &redis_conf);
-    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &cm).await?;
-    let conn = secrets::build_connection_secret(
-        &name,
-        &ns,
-        labels.clone(),
-        owner.clone(),
-        password.as_deref(),
-    );
-    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &conn).await?;
-    for svc in services::build(&name, &ns, &labels, &selector, &owner) {
-        apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &svc).await?;
+    let cm = config_map::build(&owner, &redis_conf);
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &cm).await?;
+    let conn = secrets::build_connection_secret(&owner, password.as_deref());
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &conn).await?;
+    for svc in services::build(&owner) {
+        apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &svc).await?;
     }
     let sts = stateful_set::build(stateful_set::Inputs {
-        name: &name,
-        namespace: &ns,
-        labels: labels.clone(),
-        selector: selector.clone(),
-        owner: owner.clone(),
+        owner: &owner,
         settings: &settings,
         config_checksum: config_map::checksum(&redis_conf),
         resources: rc.spec.resources.clone(),
         pod: rc.spec.pod.as_ref(),
     });
-    let sts = apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &sts).await?;
-    let budget = pdb::build(&name, &ns, labels, selector, owner, settings.purpose);
-    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), &ns), &budget).await?;
+    let sts = apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &sts).await?;
+    let budget = pdb::build(&owner, settings.purpose);
+    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
 
-    let status = status::observed(rc, &ns, &sts, Timestamp::now());
-    write_status(c, rc, &ns, rc.status.as_ref(), status).await?;
+    let status = status::observed(rc, ns, &sts, Timestamp::now());
+    write_status(c, rc, ns, rc.status.as_ref(), status).await?;
     Ok(Action::await_change())
 }
 
@@ -136,16 +123,15 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
 async fn ensure_password(
     ctx: &Context,
     rc: &RedisCache,
-    ns: &str,
+    owner: &OwnedBy,
     settings: &Settings,
-    labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<Option<String>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let (secret_name, key) = match &settings.auth {
         AuthSettings::Disabled => return Ok(None),
         AuthSettings::Existing(r) => (r.name.clone(), r.key.clone()),
         AuthSettings::Generated => (
-            secrets::password_secret_name(&rc.name_any()),
+            secrets::password_secret_name(&owner.name),
             secrets::PASSWORD_KEY.to_string(),
         ),
     };
@@ -160,13 +146,7 @@ async fn ensure_password(
         )));
     }
     let password = secrets::generate_password();
-    let secret = secrets::build_password_secret(
-        &rc.name_any(),
-        ns,
-        labels.clone(),
-        owner_reference(rc)?,
-        &password,
-    );
+    let secret = secrets::build_password_secret(owner, &password);
     match secrets
         .create(
             &PostParams {

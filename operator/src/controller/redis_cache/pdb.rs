@@ -1,35 +1,26 @@
 //! The PodDisruptionBudget of the Redis pod.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::redis_cache::Purpose;
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
 /// A broker blocks voluntary evictions (a drain waits for an operator's decision, because
 /// losing the broker stalls every worker); a cache may be evicted, it refills itself.
-pub fn build(
-    name: &str,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    selector: BTreeMap<String, String>,
-    owner: OwnerReference,
-    purpose: Purpose,
-) -> PodDisruptionBudget {
+pub(crate) fn build(owner: &OwnedBy, purpose: Purpose) -> PodDisruptionBudget {
     let (min_available, max_unavailable) = match purpose {
         Purpose::Broker => (Some(IntOrString::Int(1)), None),
         Purpose::Cache => (None, Some(IntOrString::Int(1))),
     };
     PodDisruptionBudget {
-        metadata: owned_meta(name, namespace, labels, owner),
+        metadata: owner.meta(owner.name.clone()),
         spec: Some(PodDisruptionBudgetSpec {
             min_available,
             max_unavailable,
             selector: Some(LabelSelector {
-                match_labels: Some(selector),
+                match_labels: Some(owner.selector.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -44,26 +35,12 @@ mod tests {
 
     #[test]
     fn broker_blocks_evictions_cache_allows_them() {
-        let b = build(
-            "r",
-            "n",
-            BTreeMap::new(),
-            BTreeMap::new(),
-            OwnerReference::default(),
-            Purpose::Broker,
-        );
+        let b = build(&OwnedBy::default(), Purpose::Broker);
         assert_eq!(
             b.spec.as_ref().and_then(|s| s.min_available.clone()),
             Some(IntOrString::Int(1))
         );
-        let c = build(
-            "r",
-            "n",
-            BTreeMap::new(),
-            BTreeMap::new(),
-            OwnerReference::default(),
-            Purpose::Cache,
-        );
+        let c = build(&OwnedBy::default(), Purpose::Cache);
         assert_eq!(
             c.spec.as_ref().and_then(|s| s.max_unavailable.clone()),
             Some(IntOrString::Int(1))

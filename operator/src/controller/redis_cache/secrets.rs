@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 use super::settings::REDIS_PORT;
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
 /// Key of the password in the generated password Secret and in the connection Secret.
 pub const PASSWORD_KEY: &str = "password";
@@ -42,15 +41,9 @@ pub fn generate_password() -> String {
 }
 
 /// The password Secret, created once; reconciles never rewrite its data.
-pub fn build_password_secret(
-    name: &str,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    owner: OwnerReference,
-    password: &str,
-) -> Secret {
+pub fn build_password_secret(owner: &OwnedBy, password: &str) -> Secret {
     Secret {
-        metadata: owned_meta(password_secret_name(name), namespace, labels, owner),
+        metadata: owner.meta(password_secret_name(&owner.name)),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
             PASSWORD_KEY.to_string(),
@@ -81,14 +74,8 @@ pub fn base_url(host: &str, port: i32, password: Option<&str>) -> String {
     }
 }
 
-pub fn build_connection_secret(
-    name: &str,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    owner: OwnerReference,
-    password: Option<&str>,
-) -> Secret {
-    let host = service_host(name, namespace);
+pub fn build_connection_secret(owner: &OwnedBy, password: Option<&str>) -> Secret {
+    let host = service_host(&owner.name, &owner.namespace);
     let base = base_url(&host, REDIS_PORT, password);
     let mut data = BTreeMap::from([
         (HOST_KEY.to_string(), host.clone()),
@@ -100,7 +87,7 @@ pub fn build_connection_secret(
         data.insert(PASSWORD_KEY.to_string(), p.to_string());
     }
     Secret {
-        metadata: owned_meta(connection_secret_name(name), namespace, labels, owner),
+        metadata: owner.meta(connection_secret_name(&owner.name)),
         type_: Some("Opaque".into()),
         data: Some(
             data.into_iter()
@@ -131,18 +118,17 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn owner() -> OwnerReference {
-        OwnerReference {
+    fn owner() -> OwnedBy {
+        OwnedBy {
             name: "cache".into(),
-            uid: "u".into(),
+            namespace: "shop".into(),
             ..Default::default()
         }
     }
 
     #[test]
     fn connection_secret_holds_host_port_password_and_urls() {
-        let s =
-            build_connection_secret("cache", "shop", BTreeMap::new(), owner(), Some("p@ss word"));
+        let s = build_connection_secret(&owner(), Some("p@ss word"));
         assert_eq!(s.metadata.name.as_deref(), Some("cache-connection"));
         assert_eq!(
             secret_value(&s, HOST_KEY).as_deref(),
@@ -162,7 +148,7 @@ mod tests {
 
     #[test]
     fn without_auth_the_url_has_no_password() {
-        let s = build_connection_secret("cache", "shop", BTreeMap::new(), owner(), None);
+        let s = build_connection_secret(&owner(), None);
         assert_eq!(
             secret_value(&s, URL_KEY).as_deref(),
             Some("redis://cache.shop.svc:6379/0")

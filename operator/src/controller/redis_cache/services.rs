@@ -1,32 +1,22 @@
 //! The headless Service (stable pod DNS for the StatefulSet) and the client Service.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::settings::REDIS_PORT;
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
-pub fn headless_service_name(name: &str) -> String {
+pub(crate) fn headless_service_name(name: &str) -> String {
     format!("{name}-headless")
 }
 
-fn service(
-    name: String,
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-    selector: &BTreeMap<String, String>,
-    owner: &OwnerReference,
-    headless: bool,
-) -> Service {
+fn service(name: String, owner: &OwnedBy, headless: bool) -> Service {
     Service {
-        metadata: owned_meta(name, namespace, labels.clone(), owner.clone()),
+        metadata: owner.meta(name),
         spec: Some(ServiceSpec {
             cluster_ip: headless.then(|| "None".to_string()),
             publish_not_ready_addresses: headless.then_some(true),
-            selector: Some(selector.clone()),
+            selector: Some(owner.selector.clone()),
             ports: Some(vec![ServicePort {
                 name: Some("redis".into()),
                 port: REDIS_PORT,
@@ -41,41 +31,28 @@ fn service(
 }
 
 /// `[headless, client]`; the client Service has the RedisCache's own name.
-pub fn build(
-    name: &str,
-    namespace: &str,
-    labels: &BTreeMap<String, String>,
-    selector: &BTreeMap<String, String>,
-    owner: &OwnerReference,
-) -> [Service; 2] {
+pub(crate) fn build(owner: &OwnedBy) -> [Service; 2] {
     [
-        service(
-            headless_service_name(name),
-            namespace,
-            labels,
-            selector,
-            owner,
-            true,
-        ),
-        service(name.to_string(), namespace, labels, selector, owner, false),
+        service(headless_service_name(&owner.name), owner, true),
+        service(owner.name.clone(), owner, false),
     ]
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
     fn headless_and_client_services_select_the_redis_pods() {
         let selector =
             BTreeMap::from([("app.kubernetes.io/instance".to_string(), "c".to_string())]);
-        let [headless, client] = build(
-            "c",
-            "ns",
-            &BTreeMap::new(),
-            &selector,
-            &OwnerReference::default(),
-        );
+        let [headless, client] = build(&OwnedBy {
+            name: "c".into(),
+            selector: selector.clone(),
+            ..Default::default()
+        });
         let (h, c) = (headless.spec.expect("spec"), client.spec.expect("spec"));
         assert_eq!(headless.metadata.name.as_deref(), Some("c-headless"));
         assert_eq!(h.cluster_ip.as_deref(), Some("None"));

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
     VolumeMount, VolumeResourceRequirements,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::config_map::{CONFIG_KEY, config_map_name};
 use super::secrets::{PASSWORD_KEY, password_secret_name};
@@ -20,7 +20,7 @@ use super::services::headless_service_name;
 use super::settings::{AuthSettings, REDIS_PORT, Settings};
 use crate::api::redis_cache::PersistenceMode;
 use crate::api::shared::PodOverrides;
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
 /// Pod template annotation holding the redis.conf checksum.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "celeryoperator.io/config-checksum";
@@ -37,11 +37,7 @@ exec "$@""#;
 const PING_SCRIPT: &str = "redis-cli -p 6379 ping | grep -q PONG";
 
 pub struct Inputs<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub labels: BTreeMap<String, String>,
-    pub selector: BTreeMap<String, String>,
-    pub owner: OwnerReference,
+    pub owner: &'a OwnedBy,
     pub settings: &'a Settings,
     pub config_checksum: String,
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
@@ -81,7 +77,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
     let s = i.settings;
     let persistent = s.persistence != PersistenceMode::None;
     let mut env = Vec::new();
-    if let Some(source) = password_source(&s.auth, i.name) {
+    if let Some(source) = password_source(&s.auth, &i.owner.name) {
         env.push(EnvVar {
             name: "REDIS_PASSWORD".into(),
             value_from: Some(source.clone()),
@@ -96,7 +92,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(i.name),
+            name: config_map_name(&i.owner.name),
             items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
                 key: CONFIG_KEY.into(),
                 path: CONFIG_KEY.into(),
@@ -157,7 +153,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
     let claim = persistent.then(|| PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".into()),
-            labels: Some(i.selector.clone()),
+            labels: Some(i.owner.selector.clone()),
             ..Default::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -180,12 +176,12 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
         "Delete"
     };
     StatefulSet {
-        metadata: owned_meta(i.name, i.namespace, i.labels.clone(), i.owner),
+        metadata: i.owner.meta(i.owner.name.clone()),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
-            service_name: Some(headless_service_name(i.name)),
+            service_name: Some(headless_service_name(&i.owner.name)),
             selector: LabelSelector {
-                match_labels: Some(i.selector.clone()),
+                match_labels: Some(i.owner.selector.clone()),
                 ..Default::default()
             },
             persistent_volume_claim_retention_policy: persistent.then(|| {
@@ -197,7 +193,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
             volume_claim_templates: claim.map(|c| vec![c]),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(i.labels),
+                    labels: Some(i.owner.labels.clone()),
                     annotations: Some(annotations),
                     ..Default::default()
                 }),
@@ -234,12 +230,11 @@ mod tests {
     fn build_for(spec: &RedisCacheSpec) -> StatefulSet {
         let settings = resolve(spec).expect("valid");
         build(Inputs {
-            name: "broker",
-            namespace: "shop",
-            labels: BTreeMap::from([("l".to_string(), "v".to_string())]),
-            selector: BTreeMap::from([("s".to_string(), "v".to_string())]),
-            owner: OwnerReference {
+            owner: &OwnedBy {
                 name: "broker".into(),
+                namespace: "shop".into(),
+                labels: BTreeMap::from([("l".to_string(), "v".to_string())]),
+                selector: BTreeMap::from([("s".to_string(), "v".to_string())]),
                 ..Default::default()
             },
             settings: &settings,

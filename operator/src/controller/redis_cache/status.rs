@@ -6,12 +6,12 @@ use k8s_openapi::jiff::Timestamp;
 use super::secrets::{connection_secret_name, service_host};
 use super::settings::REDIS_PORT;
 use crate::api::redis_cache::{RedisCache, RedisCacheStatus};
-use crate::controller::conditions::{Observed, merge};
+use crate::controller::conditions::{Conditioned, Observed, merge, rolled_out};
 
-pub const READY: &str = "Ready";
+pub(crate) const READY: &str = "Ready";
 
 /// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet.
-pub fn observed(
+pub(crate) fn observed(
     rc: &RedisCache,
     namespace: &str,
     sts: &StatefulSet,
@@ -23,14 +23,13 @@ pub fn observed(
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let rolled_out = sts.status.as_ref().and_then(|s| s.observed_generation)
-        >= sts.metadata.generation
-        && sts
-            .status
-            .as_ref()
-            .and_then(|s| s.updated_replicas)
-            .unwrap_or(0)
-            >= 1;
+    let status = sts.status.as_ref();
+    let rolled_out = rolled_out(
+        sts.metadata.generation,
+        status.and_then(|s| s.observed_generation),
+        status.and_then(|s| s.updated_replicas),
+        1,
+    );
     let condition = match (ready >= 1, rolled_out) {
         (true, true) => Observed::new(READY, true, "RedisReady", "Redis answers PING"),
         (true, false) => Observed::new(
@@ -51,12 +50,17 @@ pub fn observed(
         ready_replicas: Some(ready),
         endpoint: Some(format!("{}:{REDIS_PORT}", service_host(&name, namespace))),
         connection_secret: Some(connection_secret_name(&name)),
-        conditions: merge(previous(rc), vec![condition], rc.metadata.generation, now),
+        conditions: merge(
+            rc.conditions(),
+            vec![condition],
+            rc.metadata.generation,
+            now,
+        ),
     }
 }
 
 /// Status of a RedisCache that could not be reconciled, keeping what was known.
-pub fn failed(
+pub(crate) fn failed(
     rc: &RedisCache,
     reason: &'static str,
     message: String,
@@ -66,20 +70,13 @@ pub fn failed(
     RedisCacheStatus {
         observed_generation: rc.metadata.generation,
         conditions: merge(
-            previous(rc),
+            rc.conditions(),
             vec![Observed::new(READY, false, reason, message)],
             rc.metadata.generation,
             now,
         ),
         ..old
     }
-}
-
-fn previous(rc: &RedisCache) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
-    rc.status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[])
 }
 
 #[cfg(test)]

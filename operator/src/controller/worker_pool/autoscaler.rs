@@ -23,7 +23,7 @@ use crate::broker::{BrokerUrl, Connections, UrlUsers};
 use crate::metrics::Metrics;
 
 /// The annotation the ReplicaSet controller reads to pick which pods to remove first.
-pub const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub(crate) const DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// Status (waiting, in flight) is refreshed at most this often when only the load moved.
 const STATUS_REFRESH: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(100);

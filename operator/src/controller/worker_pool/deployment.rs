@@ -1,17 +1,15 @@
 //! The worker Deployment: `celery -A <app> worker` with exactly the flags the spec implies.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::api::worker_pool::{
     DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS, LogLevel, WorkerPoolKind, WorkerPoolSpec,
 };
-use crate::controller::labels::owned_meta;
+use crate::controller::labels::OwnedBy;
 
 /// The worker's argv after `celery`.
 pub fn worker_args(spec: &WorkerPoolSpec) -> Vec<String> {
@@ -65,11 +63,7 @@ fn pool_name(p: WorkerPoolKind) -> &'static str {
 }
 
 pub struct Inputs<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub labels: BTreeMap<String, String>,
-    pub selector: BTreeMap<String, String>,
-    pub owner: OwnerReference,
+    pub owner: &'a OwnedBy,
     pub spec: &'a WorkerPoolSpec,
     /// `spec.replicas`, or the autoscaler's decision.
     pub replicas: i32,
@@ -102,16 +96,16 @@ pub fn build(i: Inputs<'_>) -> Deployment {
         ..Default::default()
     };
     Deployment {
-        metadata: owned_meta(i.name, i.namespace, i.labels.clone(), i.owner),
+        metadata: i.owner.meta(i.owner.name.clone()),
         spec: Some(DeploymentSpec {
             replicas: Some(i.replicas),
             selector: LabelSelector {
-                match_labels: Some(i.selector),
+                match_labels: Some(i.owner.selector.clone()),
                 ..Default::default()
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(i.labels),
+                    labels: Some(i.owner.labels.clone()),
                     annotations: (!pod.annotations.is_empty()).then(|| pod.annotations.clone()),
                     ..Default::default()
                 }),
@@ -139,6 +133,8 @@ pub fn build(i: Inputs<'_>) -> Deployment {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::api::shared::BrokerRef;
 
@@ -216,11 +212,13 @@ mod tests {
             ..Default::default()
         };
         let d = build(Inputs {
-            name: "default",
-            namespace: "shop",
-            labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
-            selector: BTreeMap::from([("a".to_string(), "b".to_string())]),
-            owner: OwnerReference::default(),
+            owner: &OwnedBy {
+                name: "default".into(),
+                namespace: "shop".into(),
+                labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
+                selector: BTreeMap::from([("a".to_string(), "b".to_string())]),
+                ..Default::default()
+            },
             spec: &s,
             replicas: 3,
             url_env: vec![url],
@@ -305,11 +303,13 @@ mod tests {
         };
         let selector = BTreeMap::from([("app".to_string(), "default".to_string())]);
         let d = build(Inputs {
-            name: "default",
-            namespace: "shop",
-            labels: selector.clone(),
-            selector: selector.clone(),
-            owner: OwnerReference::default(),
+            owner: &OwnedBy {
+                name: "default".into(),
+                namespace: "shop".into(),
+                labels: selector.clone(),
+                selector: selector.clone(),
+                ..Default::default()
+            },
             spec: &s,
             replicas: 1,
             url_env: Vec::new(),

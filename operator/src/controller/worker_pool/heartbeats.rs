@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use crate::broker::BrokerUrl;
 
 /// A heartbeat older than this is ignored (three missed beats at Celery's default 2 s).
-pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
+pub(crate) const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 
 #[derive(Clone, Copy, Debug)]
 struct Beat {
@@ -27,7 +27,7 @@ type BeatTable = Arc<Mutex<HashMap<String, Beat>>>;
 
 /// A [`BeatTable`] per (broker URL, heartbeat channel), each fed by one subscriber task.
 #[derive(Default)]
-pub struct Heartbeats {
+pub(crate) struct Heartbeats {
     by_channel: Mutex<HashMap<(BrokerUrl, String), Subscription>>,
 }
 
@@ -46,7 +46,7 @@ impl Drop for Subscription {
 impl Heartbeats {
     /// Running tasks per live worker hostname of the broker at `url` whose workers use
     /// `key_prefix`; subscribes on first use.
-    pub async fn active(&self, url: &BrokerUrl, key_prefix: &str) -> HashMap<String, u64> {
+    pub(crate) async fn active(&self, url: &BrokerUrl, key_prefix: &str) -> HashMap<String, u64> {
         let key = (url.clone(), channel(url.expose(), key_prefix));
         let table = {
             let mut by_channel = self.by_channel.lock().await;
@@ -79,14 +79,14 @@ impl Heartbeats {
 
 impl Heartbeats {
     /// Ends the subscriptions to the broker at `url` (nothing reads it any more).
-    pub async fn forget(&self, url: &BrokerUrl) {
+    pub(crate) async fn forget(&self, url: &BrokerUrl) {
         self.by_channel.lock().await.retain(|(u, _), _| u != url);
     }
 }
 
 /// The heartbeat channel of the database a URL names (`/0` when none), under the
 /// transport's `global_keyprefix`.
-pub fn channel(url: &str, key_prefix: &str) -> String {
+pub(crate) fn channel(url: &str, key_prefix: &str) -> String {
     let db = url
         .rsplit_once('/')
         .filter(|(head, _)| head.contains("://") && head.len() > "redis://".len())
@@ -97,7 +97,7 @@ pub fn channel(url: &str, key_prefix: &str) -> String {
 }
 
 /// `(hostname, active, offline)` of a heartbeat envelope.
-pub fn parse(payload: &[u8]) -> Option<(String, u64, bool)> {
+pub(crate) fn parse(payload: &[u8]) -> Option<(String, u64, bool)> {
     let envelope: serde_json::Value = serde_json::from_slice(payload).ok()?;
     let body = envelope.get("body")?.as_str()?;
     let body = base64::engine::general_purpose::STANDARD
@@ -151,7 +151,7 @@ async fn listen(
 /// The pod of `pool` a worker hostname belongs to: Celery names a worker `celery@<hostname>`
 /// and a Deployment's pod is `<pool>-<template hash>-<suffix>`, so exactly two segments must
 /// follow `<pool>-` (which keeps pool `a` from claiming the pods of pool `a-b`).
-pub fn pod_of_pool<'a>(hostname: &'a str, pool: &str) -> Option<&'a str> {
+pub(crate) fn pod_of_pool<'a>(hostname: &'a str, pool: &str) -> Option<&'a str> {
     let pod = hostname.split_once('@').map(|(_, h)| h).unwrap_or(hostname);
     let rest = pod.strip_prefix(pool)?.strip_prefix('-')?;
     let mut parts = rest.split('-');

@@ -12,7 +12,7 @@ use crate::celery::TransportOptions;
 /// Counts the `unacked` entries per routing key inside Redis, so message bodies never cross
 /// the wire. An entry is JSON `[message, exchange, routing_key]`; the routing key is its last
 /// string, matched at the end instead of decoding the whole message.
-pub const UNACKED_BY_QUEUE_SCRIPT: &str = r#"
+pub(crate) const UNACKED_BY_QUEUE_SCRIPT: &str = r#"
 local counts = {}
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
   local rk = string.match(v, '"([^"]*)"%s*%]%s*$')
@@ -49,13 +49,13 @@ impl PoolKeys {
 
 /// Waiting and reserved messages of one pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueLoad {
+pub(crate) struct QueueLoad {
     pub waiting: u64,
     pub reserved: u64,
 }
 
 /// Reads the load of several pools sharing one broker in one pipeline.
-pub async fn read<C: ConnectionLike>(
+pub(crate) async fn read<C: ConnectionLike>(
     conn: &mut C,
     pools: &[PoolKeys],
 ) -> Result<Vec<QueueLoad>, BrokerError> {

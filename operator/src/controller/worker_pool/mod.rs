@@ -21,7 +21,8 @@ use kube::{Api, ResourceExt};
 
 use super::apply::{apply_and_report, write_status};
 use super::broker_ref as broker;
-use super::labels::{namespace, object_labels, owned_objects, owner_reference, selector_labels};
+use super::conditions::{Conditioned, is_true};
+use super::labels::{OwnedBy, namespace, owned_objects};
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::shared::TransportOptionsSpec;
 use crate::api::worker_pool::Autoscaling;
@@ -226,11 +227,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
         }
     };
     let desired = deployment::build(deployment::Inputs {
-        name: &name,
-        namespace: ns,
-        labels: object_labels(APP, &name, "worker"),
-        selector: selector_labels(APP, &name),
-        owner: owner_reference(wp)?,
+        owner: &OwnedBy::new(wp, APP, "worker")?,
         spec: &wp.spec,
         replicas,
         url_env,
@@ -239,13 +236,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     let autoscaled = wp.spec.autoscaling.as_ref().map(|_| measurement.as_ref());
     let new_status = status::observed(wp, &applied, autoscaled, Timestamp::now());
     if wp.spec.autoscaling.is_some() {
-        let was_active = crate::controller::conditions::is_true(
-            wp.status
-                .as_ref()
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or(&[]),
-            status::SCALING_ACTIVE,
-        );
+        let was_active = is_true(wp.conditions(), status::SCALING_ACTIVE);
         if let Some(err) = measurement
             .as_ref()
             .and_then(|m| m.error.as_ref())

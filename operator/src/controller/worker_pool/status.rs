@@ -1,30 +1,22 @@
 //! WorkerPool status, computed from the broker resolution and the owned Deployment.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
 use super::autoscaler::Measurement;
 use crate::api::worker_pool::{WorkerPool, WorkerPoolStatus};
 use crate::autoscale::Limit;
-use crate::controller::conditions::{Observed, merge};
+use crate::controller::conditions::{Conditioned, Observed, merge, rolled_out};
 use crate::controller::time::to_time;
 
-pub const READY: &str = "Ready";
-pub const BROKER_RESOLVED: &str = "BrokerResolved";
-pub const SCALING_ACTIVE: &str = "ScalingActive";
-pub const SCALING_LIMITED: &str = "ScalingLimited";
-
-fn previous(wp: &WorkerPool) -> &[Condition] {
-    wp.status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or(&[])
-}
+pub(crate) const READY: &str = "Ready";
+pub(crate) const BROKER_RESOLVED: &str = "BrokerResolved";
+pub(crate) const SCALING_ACTIVE: &str = "ScalingActive";
+pub(crate) const SCALING_LIMITED: &str = "ScalingLimited";
 
 /// Status after the Deployment was applied; `autoscaling` is the autoscaler's latest
 /// measurement for an autoscaled pool (None before its first reading).
-pub fn observed(
+pub(crate) fn observed(
     wp: &WorkerPool,
     deploy: &Deployment,
     autoscaling: Option<Option<&Measurement>>,
@@ -35,9 +27,12 @@ pub fn observed(
     let ready = status.ready_replicas.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     // The Deployment controller has seen the newest template and moved every pod to it.
-    let rolled_out = status.observed_generation.unwrap_or(0)
-        >= deploy.metadata.generation.unwrap_or(0)
-        && updated >= want;
+    let rolled_out = rolled_out(
+        deploy.metadata.generation,
+        status.observed_generation,
+        status.updated_replicas,
+        want,
+    );
     let ready_condition = if want == 0 {
         Observed::new(READY, true, "ScaledToZero", "no workers are wanted")
     } else if ready >= want && rolled_out {
@@ -83,7 +78,7 @@ pub fn observed(
             s.last_scale_time = m.last_scale_time.and_then(to_time);
         }
     }
-    s.conditions = merge(previous(wp), conditions, wp.metadata.generation, now);
+    s.conditions = merge(wp.conditions(), conditions, wp.metadata.generation, now);
     s
 }
 
@@ -135,12 +130,16 @@ fn scaling_conditions(m: Option<&Measurement>, replicas: i32) -> Vec<Observed> {
 
 /// Status when the broker (or result backend) cannot be resolved: the Deployment is left as
 /// it is, so running workers keep running.
-pub fn broker_unresolved(wp: &WorkerPool, message: &str, now: Timestamp) -> WorkerPoolStatus {
+pub(crate) fn broker_unresolved(
+    wp: &WorkerPool,
+    message: &str,
+    now: Timestamp,
+) -> WorkerPoolStatus {
     let old = wp.status.clone().unwrap_or_default();
     WorkerPoolStatus {
         observed_generation: wp.metadata.generation,
         conditions: merge(
-            previous(wp),
+            wp.conditions(),
             vec![
                 Observed::new(BROKER_RESOLVED, false, "BrokerNotFound", message),
                 Observed::new(READY, false, "BrokerNotFound", message),
@@ -153,14 +152,15 @@ pub fn broker_unresolved(wp: &WorkerPool, message: &str, now: Timestamp) -> Work
 }
 
 /// Status when reconciling failed for another reason.
-pub fn failed(
+pub(crate) fn failed(
     wp: &WorkerPool,
     reason: &'static str,
     message: String,
     now: Timestamp,
 ) -> WorkerPoolStatus {
     let old = wp.status.clone().unwrap_or_default();
-    let mut observed: Vec<Observed> = previous(wp)
+    let mut observed: Vec<Observed> = wp
+        .conditions()
         .iter()
         .filter(|c| c.type_ == BROKER_RESOLVED)
         .map(|c| {
@@ -177,7 +177,7 @@ pub fn failed(
     observed.push(Observed::new(READY, false, reason, message));
     WorkerPoolStatus {
         observed_generation: wp.metadata.generation,
-        conditions: merge(previous(wp), observed, wp.metadata.generation, now),
+        conditions: merge(wp.conditions(), observed, wp.metadata.generation, now),
         ..old
     }
 }
