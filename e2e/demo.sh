@@ -53,7 +53,7 @@ pids+=($!)
 
 say "building and running the operator (log: .e2e/demo/operator.log, metrics: see below)"
 cargo build -q -p celery-operator
-target/debug/celery-operator run --leader-election --lease-namespace celery-operator \
+"${CARGO_TARGET_DIR:-target}/debug/celery-operator" run --leader-election --lease-namespace celery-operator \
   --metrics-addr "127.0.0.1:$metrics_port" >"$work/operator.log" 2>&1 &
 pids+=($!)
 

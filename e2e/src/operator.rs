@@ -17,10 +17,16 @@ pub struct Operator {
     env: Vec<(String, String)>,
 }
 
-fn binary() -> PathBuf {
+/// The operator binary run-e2e.sh built: `E2E_OPERATOR_BIN`, else cargo's target directory.
+pub fn binary() -> PathBuf {
     std::env::var_os("E2E_OPERATOR_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/debug/celery-operator"))
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"))
+                .join("debug/celery-operator")
+        })
 }
 
 impl Operator {

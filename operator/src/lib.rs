@@ -6,6 +6,7 @@ pub mod broker;
 pub mod celery;
 pub mod controller;
 pub mod http;
+pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod schedule;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use celery_operator::leader::LeaseConfig;
 use celery_operator::metrics::Metrics;
-use celery_operator::{api, controller, http, schedule};
+use celery_operator::{api, controller, http, import, schedule};
 
 /// celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 #[derive(Parser)]
@@ -29,6 +29,9 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Print a Celery app's beat schedule (and django-celery-beat's rows) as PeriodicTask
+    /// manifests for `kubectl apply -f -`; what cannot be mapped is reported on stderr.
+    Import(import::ImportArgs),
     /// Print every CRD of the project as multi-document YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing.
@@ -118,6 +121,38 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Exit 0 when every entry was imported, 1 when some could not be (each reported), 2 when
+/// the import could not run at all.
+fn run_import(args: &import::ImportArgs) -> ExitCode {
+    if args.print_exporter {
+        print!("{}", import::EXPORTER);
+        return ExitCode::SUCCESS;
+    }
+    match import::run(args, chrono::Utc::now()) {
+        Ok(outcome) => {
+            if !args.check {
+                print!("{}", outcome.yaml);
+            }
+            for problem in &outcome.problems {
+                eprintln!("celery-operator import: {problem}");
+            }
+            eprintln!(
+                "celery-operator import: {} entries imported, {} not",
+                outcome.imported, outcome.refused
+            );
+            if outcome.refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("celery-operator import: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -139,10 +174,13 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Import(args) = &cli.command {
+        return run_import(args);
+    }
     init_logging(cli.log_json);
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Crds { out_dir } => print_crds(out_dir),
-        Command::Schedule { .. } => Ok(()),
+        Command::Schedule { .. } | Command::Import(_) => Ok(()),
         Command::Run(args) => run(args).await,
     };
     match result {
