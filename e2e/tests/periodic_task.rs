@@ -536,6 +536,66 @@ async fn a_redis_outage_shows_broker_unreachable_and_recovers() {
     h.assert_no_secret_leaked();
 }
 
+/// The broker's return is noticed at once, not at the end of each task's push backoff
+/// (1 s doubling to 30 s): under Skip every second of that delay is a lost slot. The outage
+/// lasts E2E_OUTAGE_SECONDS (default 50); the delays are printed for the record.
+#[tokio::test]
+async fn pushing_and_broker_reachable_come_back_within_two_seconds_of_the_broker() {
+    let outage: u64 = std::env::var("E2E_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    let mut h = Harness::new("pt-return").await;
+    let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+    for name in &names {
+        let mut spec = every(name, "1s");
+        spec["missedRunPolicy"] = json!("Skip");
+        h.apply(name, spec);
+    }
+    let all_reachable = |h: &Harness| {
+        let api = h.api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == 20
+                && list.items.iter().all(|pt| {
+                    pt.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "BrokerReachable" && c.status == "True")
+                    })
+                }))
+            .then_some(())
+        }
+    };
+    eventually(WAIT, "every task BrokerReachable=True", || {
+        all_reachable(&h)
+    })
+    .await;
+    h.redis.stop();
+    tokio::time::sleep(Duration::from_secs(outage)).await;
+    h.redis.restart();
+    let back = tokio::time::Instant::now();
+    let (mut pushed, mut reachable) = (None, None);
+    while (pushed.is_none() || reachable.is_none()) && back.elapsed() < WAIT {
+        if pushed.is_none()
+            && String::from_utf8_lossy(&h.redis.cli(&["LLEN", "celery"]).stdout).trim() != "0"
+        {
+            pushed = Some(back.elapsed());
+        }
+        if reachable.is_none() && all_reachable(&h).await.is_some() {
+            reachable = Some(back.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("after a {outage}s outage: first push {pushed:?}, all BrokerReachable {reachable:?}");
+    let limit = Duration::from_secs(2);
+    assert!(pushed.is_some_and(|d| d <= limit), "first push {pushed:?}");
+    assert!(
+        reachable.is_some_and(|d| d <= limit),
+        "BrokerReachable {reachable:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
     let h = Harness::new("pt-invalid").await;
@@ -590,6 +650,57 @@ async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // What CEL can tell without the operator is refused at apply, naming the field.
+    let broker = json!({"secretKeyRef": {"name": "broker", "key": "url"}});
+    for (i, (spec, field, message)) in [
+        (
+            json!({"schedule": {"every": "0s"}}),
+            "spec.schedule.every",
+            "every must be at least 1s",
+        ),
+        (
+            json!({"schedule": {"every": "1m"}, "expires": "0s"}),
+            "spec.expires",
+            "expires must be at least 1s",
+        ),
+        (
+            json!({"schedule": {"cron": "@every 5s"}}),
+            "spec.schedule.cron",
+            "@every is not a CronJob macro",
+        ),
+        (
+            json!({"schedule": {"every": "1m"},
+                   "startTime": "2030-01-02T00:00:00Z", "endTime": "2030-01-01T00:00:00Z"}),
+            "spec.endTime",
+            "startTime must be before endTime",
+        ),
+        (
+            json!({"schedule": {"every": "1m"}, "headers": {"big": "x".repeat(2048)}}),
+            "spec.headers.big",
+            "1024",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut spec = spec;
+        spec["task"] = json!("tasks.record");
+        spec["broker"] = broker.clone();
+        let manifest = json!({
+            "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+            "metadata": {"name": format!("cel-{i}")}, "spec": spec,
+        });
+        let out = kubectl_with_input(
+            &["apply", "-n", &h.ns.name, "-f", "-"],
+            Some(&manifest.to_string()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{field}: accepted");
+        assert!(
+            stderr.contains(field) && stderr.contains(message),
+            "{field}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

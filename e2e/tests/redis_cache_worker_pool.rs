@@ -573,6 +573,13 @@ async fn invalid_specs_are_rejected_at_apply_naming_the_field() {
             ),
             &["spec.autoscaling.pollInterval"],
         ),
+        (
+            pool("  broker: {redisCache: b}\n  autoscaling: {maxReplicas: 3, pollInterval: 0s}\n"),
+            &[
+                "spec.autoscaling.pollInterval",
+                "pollInterval must be at least 1s",
+            ],
+        ),
         (cache("  purpose: queue\n"), &["spec.purpose"]),
         (
             cache("  config: {requirepass: hunter2}\n"),

@@ -39,6 +39,9 @@ pub const RUN_ALL_CAP: usize = 100;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.startTime) || !has(self.endTime) || timestamp(self.startTime) < timestamp(self.endTime)"
+).message("startTime must be before endTime").field_path(".endTime"))]
 pub struct PeriodicTaskSpec {
     /// Registered Celery task name, e.g. `myapp.tasks.refresh_cache`.
     #[schemars(length(min = 1, max = TASK_NAME.max_len))]
@@ -66,11 +69,16 @@ pub struct PeriodicTaskSpec {
     /// The message expires this long after its slot (e.g. `30s`, `1h`); a worker discards
     /// an expired message unrun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 32))]
+    #[schemars(length(min = 2, max = 32), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::schedule::NONZERO_INTERVAL_RULE)
+        .message("expires must be at least 1s"))]
     pub expires: Option<String>,
     /// Extra string headers; a worker sees them as `task.request.<name>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 32), inner(length(max = 1024)))]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = {"type": "string", "maxLength": crate::celery::validate::MAX_HEADER_VALUE_LEN}
+    ))]
     pub headers: BTreeMap<String, String>,
     /// When to send it.
     pub schedule: ScheduleSpec,
@@ -116,6 +124,8 @@ pub struct ScheduleSpec {
     /// `startTime` or creation, so they never drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 32), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::schedule::NONZERO_INTERVAL_RULE)
+        .message("every must be at least 1s"))]
     pub every: Option<String>,
     /// Celery's crontab, with Celery's semantics (AND of the day fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +134,8 @@ pub struct ScheduleSpec {
     /// CronJob reads it (OR of the day fields when both are restricted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("!self.startsWith('@every')")
+        .message("@every is not a CronJob macro: use schedule.every"))]
     pub cron: Option<String>,
 }
 

@@ -126,6 +126,8 @@ pub struct Autoscaling {
     /// How often the backlog is read (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 16), regex(pattern = crate::schedule::INTERVAL_PATTERN))]
+    #[x_kube(validation = Rule::new(crate::schedule::NONZERO_INTERVAL_RULE)
+        .message("pollInterval must be at least 1s"))]
     pub poll_interval: Option<String>,
     /// Scale down only to the highest replica count wanted within this window (default `60s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ use super::{BrokerUrl, Connections};
 /// A redis-server on a free loopback port (`make deps` installs it); killed when dropped.
 pub(crate) struct Server {
     child: Child,
+    port: u16,
     pub(crate) url: BrokerUrl,
     /// A connection of the test's own (it counts as one client).
     pub(crate) conn: redis::aio::ConnectionManager,
@@ -19,31 +20,29 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--bind",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (make deps installs it)");
         // Killed on every path, a failed start included.
-        let mut child = Reaped(Some(child));
+        let mut child = Reaped(Some(spawn(port).await));
         let url = BrokerUrl::new(format!("redis://127.0.0.1:{port}/0"));
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let conn = Connections::new().get(&url).await.expect("connect");
-                let child = child.0.take().expect("child");
-                return Self { child, url, conn };
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let conn = Connections::new().get(&url).await.expect("connect");
+        let child = child.0.take().expect("child");
+        Self {
+            child,
+            port,
+            url,
+            conn,
         }
-        panic!("redis-server did not listen on {port}");
+    }
+
+    /// Kills the server: an outage (clients get connection refused).
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port, empty, and waits until it listens.
+    pub(crate) async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(self.port).await;
     }
 
     /// Connections open on the server (`CLIENT LIST`), the test's own included.
@@ -69,6 +68,31 @@ impl Server {
         }
         panic!("{seen} clients connected, expected {n}");
     }
+}
+
+/// A redis-server on `port`, once it listens.
+async fn spawn(port: u16) -> Child {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (make deps installs it)");
+    let mut child = Reaped(Some(child));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child.0.take().expect("child");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("redis-server did not listen on {port}");
 }
 
 /// A child process killed and waited for when dropped.

@@ -4,11 +4,35 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+/// A condition's status; `Unknown` when its check did not run (API conventions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl From<bool> for Status {
+    fn from(ok: bool) -> Self {
+        if ok { Status::True } else { Status::False }
+    }
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
 /// A condition without its transition time yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Observed {
     pub type_: &'static str,
-    pub status: bool,
+    pub status: Status,
     pub reason: &'static str,
     pub message: String,
 }
@@ -16,13 +40,13 @@ pub(crate) struct Observed {
 impl Observed {
     pub(crate) fn new(
         type_: &'static str,
-        status: bool,
+        status: impl Into<Status>,
         reason: &'static str,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
-            status,
+            status: status.into(),
             reason,
             message: message.into(),
         }
@@ -40,7 +64,7 @@ pub(crate) fn merge(
     observed
         .into_iter()
         .map(|o| {
-            let status = if o.status { "True" } else { "False" }.to_string();
+            let status = o.status.as_str().to_string();
             let last_transition_time = previous
                 .iter()
                 .find(|c| c.type_ == o.type_ && c.status == status)

@@ -27,6 +27,8 @@ use std::iter::FusedIterator;
 /// The shape of an [`Interval`] for CRD schemas: units in the order d, h, m, s, each at most
 /// once, so `kubectl apply` refuses `500ms`, `1.5s` or `10` (the parser still refuses `0s`).
 pub const INTERVAL_PATTERN: &str = "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+/// CEL beside [`INTERVAL_PATTERN`] where zero means nothing (RE2 has no lookahead).
+pub const NONZERO_INTERVAL_RULE: &str = "self.matches('[1-9]')";
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;

@@ -19,10 +19,11 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::entry::{Entry, Update};
-use super::fire::{Fired, Firing, fire, probe};
+use super::fire::{Fired, Firing, fire, probe, watch_broker};
 use super::plan::Plan;
 use super::run_state::RunState;
 use super::stats::Stats;
@@ -164,6 +165,31 @@ pub(crate) fn instant_of(at: DateTime<Utc>) -> Instant {
 
 type Timers = TimerQueue<Key, DateTime<Utc>>;
 
+/// The brokers whose pushes fail, each watched by one [`watch_broker`] task.
+#[derive(Default)]
+struct Watched(HashMap<BrokerUrl, AbortHandle>);
+
+impl Watched {
+    fn start(
+        &mut self,
+        url: &BrokerUrl,
+        shared: &Arc<Shared>,
+        back: &mpsc::UnboundedSender<BrokerUrl>,
+    ) {
+        if !self.0.contains_key(url) {
+            let task = tokio::spawn(watch_broker(url.clone(), shared.clone(), back.clone()));
+            self.0.insert(url.clone(), task.abort_handle());
+        }
+    }
+
+    /// The broker answered (its task ended) or no task uses it any more.
+    fn stop(&mut self, url: &BrokerUrl) {
+        if let Some(task) = self.0.remove(url) {
+            task.abort();
+        }
+    }
+}
+
 fn arm(timers: &mut Timers, e: &mut Entry, at: Option<DateTime<Utc>>, key: &Key) {
     if let Some(t) = e.timer.take() {
         timers.cancel(t);
@@ -180,7 +206,9 @@ async fn run_loop(
     let mut entries: HashMap<Key, Entry> = HashMap::new();
     let mut timers = Timers::default();
     let mut users = UrlUsers::default();
+    let mut watched = Watched::default();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Fired>();
+    let (back_tx, mut back_rx) = mpsc::unbounded_channel::<BrokerUrl>();
     loop {
         let wake = timers.earliest().map(instant_of);
         tokio::select! {
@@ -192,6 +220,7 @@ async fn run_loop(
                         if let Some(mut entry) = entries.remove(&key) {
                             arm(&mut timers, &mut entry, None, &key);
                             if users.release(&entry.job.url) {
+                                watched.stop(&entry.job.url);
                                 shared.forget(entry.job.url.clone());
                             }
                         }
@@ -213,6 +242,7 @@ async fn run_loop(
                         if let Some(old) = old_url
                             && users.release(&old)
                         {
+                            watched.stop(&old);
                             shared.forget(old);
                         }
                         let fresh = update == Update::Fresh;
@@ -245,8 +275,20 @@ async fn run_loop(
                 if !probe {
                     let at = entry.timer_after_firing(Utc::now(), shared.lead());
                     arm(&mut timers, entry, at, &key);
+                    if entry.failing() {
+                        watched.start(&entry.job.url, &shared, &back_tx);
+                    }
                 }
                 let _ = reports.send(entry.report(&key, events));
+            }
+            Some(url) = back_rx.recv() => {
+                watched.stop(&url);
+                let now = Utc::now();
+                for (key, entry) in entries.iter_mut() {
+                    if entry.job.url == url && entry.failing() && !entry.busy {
+                        arm(&mut timers, entry, Some(now), key);
+                    }
+                }
             }
             _ = sleep_until(wake) => {
                 let now = Utc::now();
@@ -320,5 +362,48 @@ mod tests {
         engine.remove("ns/b".into());
         server.wait_for_clients(idle).await;
         while reports.try_recv().is_ok() {}
+    }
+
+    /// Waits for a report of every key in `keys` whose broker state is `want`.
+    async fn until_all(
+        reports: &mut mpsc::UnboundedReceiver<Report>,
+        keys: &[String],
+        want: fn(&BrokerState) -> bool,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < keys.len() {
+            let r = reports.recv().await.expect("engine runs");
+            if want(&r.broker) {
+                seen.insert(r.key);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_returning_broker_resumes_its_waiting_tasks_at_once_not_after_their_backoff() {
+        let mut server = Server::start().await;
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let engine = Engine::start(tx, None);
+        let keys: Vec<String> = (0..5).map(|i| format!("ns/t{i}")).collect();
+        for (i, key) in keys.iter().enumerate() {
+            engine.upsert(key.clone(), job(&format!("t{i}"), &server.url));
+        }
+        until_all(&mut reports, &keys, |b| *b == BrokerState::Reachable).await;
+        server.stop();
+        until_all(&mut reports, &keys, |b| {
+            matches!(b, BrokerState::Unreachable(_))
+        })
+        .await;
+        // Failed pushes at 1 s and 2 s of backoff: the next retries are 4 s away.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        server.restart().await;
+        let back = Instant::now();
+        tokio::time::timeout(
+            Duration::from_millis(1500),
+            until_all(&mut reports, &keys, |b| *b == BrokerState::Reachable),
+        )
+        .await
+        .expect("every task pushes again within 1.5 s of the broker's return");
+        assert!(back.elapsed() < Duration::from_millis(1500));
     }
 }

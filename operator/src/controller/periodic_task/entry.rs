@@ -89,6 +89,11 @@ impl Entry {
         self.runs.last_slot.max(self.resumed)
     }
 
+    /// Its last push failed; it waits for its retry (or for its broker's return).
+    pub(crate) fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
     /// A run-now value not acted on yet.
     pub(crate) fn run_now_pending(&self) -> Option<String> {
         match (&self.job.run_now, &self.runs.last_run_now) {

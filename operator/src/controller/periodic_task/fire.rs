@@ -12,7 +12,7 @@ use super::engine::{Job, Key, Shared, instant_of};
 use super::plan::run_now_task_id;
 use super::run_state::RunState;
 use super::slots::{self, MAX_DEDUPE_TTL};
-use crate::broker::{BrokerError, PublishOutcome, Push, RunCounter};
+use crate::broker::{BrokerError, BrokerUrl, PublishOutcome, Push, RunCounter};
 use crate::celery::message::{EncodeError, EncodedMessage};
 use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
 use crate::metrics::FailureLabels;
@@ -211,6 +211,19 @@ fn count(
     }
 }
 
+/// How often a broker whose pushes fail is tried; its tasks resume within this of its return.
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One PING over the broker's shared connection.
+async fn ping(shared: &Shared, url: &BrokerUrl) -> Result<(), BrokerError> {
+    let mut conn = shared.conns.get(url).await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(drop)
+        .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+}
+
 /// Connects (and PINGs) so BrokerReachable is known before the first slot.
 pub(crate) async fn probe(
     key: Key,
@@ -218,16 +231,26 @@ pub(crate) async fn probe(
     shared: Arc<Shared>,
     done: mpsc::UnboundedSender<Fired>,
 ) {
-    let result = async {
-        let mut conn = shared.conns.get(&job.url).await?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
-    }
-    .await;
+    let result = ping(&shared, &job.url).await;
     // A probe moves no run (the entry ignores its runs).
     let mut out = Fired::new(key, job.plan.uid.clone(), true, RunState::default());
     out.error = result.err().map(FireError::Broker);
     let _ = done.send(out);
+}
+
+/// While a broker's pushes fail: one PING per [`WATCH_INTERVAL`] for the broker (not per
+/// task), and word on `back` once it answers, so every waiting task retries at once instead
+/// of at the end of its own backoff (under Skip and RunOnce those seconds are lost slots).
+pub(crate) async fn watch_broker(
+    url: BrokerUrl,
+    shared: Arc<Shared>,
+    back: mpsc::UnboundedSender<BrokerUrl>,
+) {
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        if ping(&shared, &url).await.is_ok() {
+            let _ = back.send(url);
+            return;
+        }
+    }
 }

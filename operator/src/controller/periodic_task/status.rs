@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::engine::{BrokerState, Report};
 use super::run_state::RunState;
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
-use crate::controller::conditions::{Conditioned, Observed, merge};
+use crate::controller::conditions::{Conditioned, Observed, Status, merge};
 use crate::controller::time::to_time;
 
 pub(crate) const READY: &str = "Ready";
@@ -72,8 +72,12 @@ pub(crate) fn build(
             let message = report.and_then(|r| r.message_error.clone());
             let broker = match report.map(|r| &r.broker) {
                 Some(BrokerState::Reachable) => Ok(()),
-                Some(BrokerState::Unreachable(m)) => Err(("Unreachable", m.clone())),
-                _ => Err(("Connecting", "connecting to the broker".to_string())),
+                Some(BrokerState::Unreachable(m)) => Err((Status::False, "Unreachable", m.clone())),
+                _ => Err((
+                    Status::Unknown,
+                    "Connecting",
+                    "connecting to the broker".to_string(),
+                )),
             };
             (schedule, Ok(()), message.map_or(Ok(()), Err), broker)
         }
@@ -81,19 +85,27 @@ pub(crate) fn build(
             schedule,
             Err(message.clone()),
             Ok(()),
-            Err(("NotChecked", "the schedule is invalid".into())),
+            Err((
+                Status::Unknown,
+                "NotChecked",
+                "the schedule is invalid".into(),
+            )),
         ),
         Seen::InvalidMessage { schedule, message } => (
             schedule,
             Ok(()),
             Err(message.clone()),
-            Err(("NotChecked", "the message is invalid".into())),
+            Err((
+                Status::Unknown,
+                "NotChecked",
+                "the message is invalid".into(),
+            )),
         ),
         Seen::BrokerUnresolved { schedule, message } => (
             schedule,
             Ok(()),
             Ok(()),
-            Err(("BrokerNotFound", message.clone())),
+            Err((Status::False, "BrokerNotFound", message.clone())),
         ),
     };
     let suspended = matches!(seen, Seen::Scheduled { suspend: true, .. });
@@ -107,7 +119,7 @@ pub(crate) fn build(
     let ready = match (&schedule_ok, &message_ok, &broker) {
         (Err(m), _, _) => Observed::new(READY, false, "InvalidSchedule", m.clone()),
         (_, Err(m), _) => Observed::new(READY, false, "InvalidMessage", m.clone()),
-        (_, _, Err((reason, m))) => Observed::new(READY, false, reason, m.clone()),
+        (_, _, Err((_, reason, m))) => Observed::new(READY, false, reason, m.clone()),
         _ if suspended => Observed::new(READY, true, "Suspended", "suspended: nothing is pushed"),
         _ if stale_broker.is_some() => Observed::new(
             READY,
@@ -124,7 +136,7 @@ pub(crate) fn build(
         ready,
         match &broker {
             Ok(()) => Observed::new(BROKER_REACHABLE, true, "Reachable", "the broker answers"),
-            Err((reason, m)) => Observed::new(BROKER_REACHABLE, false, reason, m.clone()),
+            Err((status, reason, m)) => Observed::new(BROKER_REACHABLE, *status, reason, m.clone()),
         },
         match &schedule_ok {
             Ok(()) => Observed::new(SCHEDULE_VALID, true, "Valid", "the schedule parses"),
@@ -276,5 +288,28 @@ mod tests {
             (c.status.as_str(), c.message.as_str()),
             ("False", "invalid cron")
         );
+        // The broker was never tried: not False, Unknown.
+        let c = condition(&s.conditions, BROKER_REACHABLE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NotChecked")
+        );
+    }
+
+    #[test]
+    fn a_broker_not_tried_yet_is_unknown_and_the_task_not_ready() {
+        let s = build(
+            &pt(),
+            Default::default(),
+            &scheduled(),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let c = condition(&s.conditions, BROKER_REACHABLE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "Connecting")
+        );
+        assert_eq!(condition(&s.conditions, READY).status, "False");
     }
 }
