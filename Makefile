@@ -44,6 +44,10 @@ lint: ## cargo fmt --check and clippy -D warnings
 unit: ## Unit tests (no cluster needed)
 	$(CARGO) test --workspace --exclude celery-operator-e2e
 
+.PHONY: fuzz
+fuzz: ## Run each parser property test for FUZZ_SECONDS (default 600) and print a table
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
+
 .PHONY: harness-check
 harness-check: ## Tests of the harness's shell helpers (ports, cleanup traps)
 	@e2e/common-selftest.sh

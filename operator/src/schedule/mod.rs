@@ -19,6 +19,8 @@ pub mod cli;
 mod cron;
 mod crontab;
 mod fields;
+#[cfg(test)]
+mod fuzz;
 mod interval;
 mod tz;
 

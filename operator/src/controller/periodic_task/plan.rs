@@ -382,4 +382,57 @@ mod tests {
             "crontab 0 */3,8-12 * * mon-fri (Europe/Berlin)"
         );
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::*;
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                ".{0,12}".prop_map(Value::String),
+                // Celery's tagged values, well- and ill-formed.
+                "(datetime|date|time|uuid|decimal|bytes|set|fun)".prop_map(|t| {
+                    serde_json::json!({"__type__": t, "__value__": "2024-01-01"})
+                }),
+            ];
+            leaf.prop_recursive(40, 200, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// A plan is built (the message it sends validated) or refused, never a panic,
+            /// whatever the task name, queue, headers, expiry and arguments are.
+            #[test]
+            fn any_message_spec_plans_or_is_refused(
+                task_name in "[a-z._:-]{0,20}|.{0,8}",
+                queue in "[a-z./@-]{0,12}|.{0,6}",
+                headers in proptest::collection::btree_map(".{0,8}", ".{0,16}", 0..4),
+                expires in "[0-9]{0,4}[smhd]?|.{0,4}",
+                priority in -2i32..12,
+                args in proptest::collection::vec(json(), 0..4),
+                kwargs in proptest::collection::btree_map(".{0,8}", json(), 0..4),
+            ) {
+                let mut pt = task("task: a.b\nschedule: {every: 1s}\nbroker: {redisCache: r}\n");
+                pt.spec.task = task_name;
+                pt.spec.queue = Some(queue);
+                pt.spec.headers = headers;
+                pt.spec.expires = Some(expires);
+                pt.spec.priority = Some(priority);
+                pt.spec.args = Some(Value::Array(args));
+                pt.spec.kwargs = Some(Value::Object(kwargs.into_iter().collect()));
+                let _ = build(&pt, at(1_900_000_100));
+            }
+        }
+    }
 }

@@ -234,4 +234,39 @@ mod tests {
         assert!(parse_quantity_bytes("12parsecs").is_err());
         assert!(parse_quantity_bytes("1Xi").is_err());
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::controller::redis_cache::config_map::render_redis_conf;
+
+        proptest! {
+            /// Quantities come from users; any text is refused or read, never a panic.
+            #[test]
+            fn any_quantity_is_read_or_refused(q in prop_oneof![
+                "[+-]?[0-9]{0,25}(\\.[0-9]{0,5})?(n|u|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]{1,3})?",
+                ".{0,12}",
+            ]) {
+                let _ = parse_quantity_bytes(&q);
+            }
+
+            /// Whatever the config map holds, resolving and rendering it never panics, and
+            /// the operator's own directives are never overridden by it.
+            #[test]
+            fn any_config_resolves_or_is_refused_and_renders(
+                config in proptest::collection::btree_map(
+                    "port|bind|requirepass|maxmemory|include|timeout|[a-z-]{1,12}|.{0,6}",
+                    ".{0,20}",
+                    0..6,
+                ),
+            ) {
+                let spec = RedisCacheSpec { config, ..Default::default() };
+                if let Ok(settings) = resolve(&spec) {
+                    let conf = render_redis_conf(&settings);
+                    prop_assert_eq!(conf.lines().filter(|l| l.starts_with("port ")).count(), 1);
+                }
+            }
+        }
+    }
 }
