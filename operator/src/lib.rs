@@ -11,3 +11,4 @@ pub mod leader;
 pub mod metrics;
 pub mod schedule;
 mod timer_queue;
+pub mod webhook;

@@ -60,6 +60,12 @@ struct RunArgs {
     /// Seconds a leader keeps the Lease without renewing; a standby takes over after this.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Serve the validating admission webhook (HTTPS) on this address.
+    #[arg(long, env = "WEBHOOK_ADDR", requires = "webhook_cert_dir")]
+    webhook_addr: Option<std::net::SocketAddr>,
+    /// Directory of the webhook's `tls.crt` and `tls.key` (re-read when they change).
+    #[arg(long, env = "WEBHOOK_CERT_DIR", requires = "webhook_addr")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +106,11 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let addr = http::serve(args.metrics_addr, metrics.clone()).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    // Every replica serves admission, leader or not.
+    if let (Some(addr), Some(dir)) = (args.webhook_addr, args.webhook_cert_dir) {
+        let addr = celery_operator::webhook::serve(addr, dir).await?;
+        tracing::info!(%addr, path = celery_operator::webhook::PATH, "serving the admission webhook");
+    }
     let client = kube::Client::try_default().await?;
     let leader_election = args.leader_election.then(|| LeaseConfig {
         name: args.lease_name,

@@ -10,7 +10,7 @@ use crate::api::periodic_task::{MissedRunPolicy, PeriodicTask, PeriodicTaskSpec}
 use crate::api::shared::TransportOptionsSpec;
 use crate::celery::message::DEFAULT_QUEUE;
 use crate::celery::task_id::TASK_ID_NAMESPACE;
-use crate::celery::{EncodeError, EncodedMessage, Stamp, TaskMessage, TransportOptions};
+use crate::celery::{EncodeError, EncodedMessage, Field, Stamp, TaskMessage, TransportOptions};
 use crate::controller::time::from_time;
 use crate::schedule::{CrontabFields, Interval, Schedule, ScheduleError, ScheduleSpec};
 
@@ -21,13 +21,28 @@ pub enum PlanError {
     Schedule(#[from] ScheduleError),
     #[error("invalid expires: {0}")]
     Expires(String),
-    #[error("invalid message: {0}")]
-    Message(String),
+    /// `field` is the message part at fault, when one is.
+    #[error("invalid message: {reason}")]
+    Message {
+        field: Option<Field>,
+        reason: String,
+    },
     #[error("object has no {0}")]
     Missing(&'static str),
 }
 
 impl PlanError {
+    fn message(e: EncodeError) -> Self {
+        let field = match &e {
+            EncodeError::Invalid(v) => Some(v.field),
+            _ => None,
+        };
+        PlanError::Message {
+            field,
+            reason: e.to_string(),
+        }
+    }
+
     /// Condition reason: schedule errors make `ScheduleValid` False, the others `Ready`.
     pub fn is_schedule(&self) -> bool {
         matches!(self, PlanError::Schedule(_))
@@ -206,8 +221,10 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         })
         .transpose()?;
     let priority = spec.priority.unwrap_or(0);
-    let priority = u8::try_from(priority)
-        .map_err(|_| PlanError::Message(format!("priority {priority} is not within 0-9")))?;
+    let priority = u8::try_from(priority).map_err(|_| PlanError::Message {
+        field: Some(Field::Priority),
+        reason: format!("priority {priority} is not within 0-9"),
+    })?;
     let template = Template {
         task: spec.task.clone(),
         args: spec.args.clone().unwrap_or_else(|| Value::Array(vec![])),
@@ -224,14 +241,14 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
     // A sample message: everything but the id and the slot is what every run sends.
     template
         .encode(&transport, run_now_task_id(&uid, "check"), now, now)
-        .map_err(|e| PlanError::Message(e.to_string()))?;
+        .map_err(PlanError::message)?;
     let stamp = Stamp::new(
         &template.message(Uuid::nil(), now),
         template.expires,
         &transport,
         now,
     )
-    .map_err(|e| PlanError::Message(e.to_string()))?;
+    .map_err(PlanError::message)?;
     let policy = spec.missed_run_policy.unwrap_or_default();
     let starting_deadline = spec
         .starting_deadline_seconds
