@@ -12,8 +12,16 @@ deps: ## Install Debian packages and Rust components the tests need (apt-get, ru
 	@e2e/deps.sh
 
 .PHONY: tools
-tools: ## Build (once, cached in ~/.cache/celery-operator) the Kubernetes, etcd, kwok and helm binaries
-	@e2e/cluster/build.sh
+tools: ## Build (once, cached in ~/.cache/celery-operator) the Kubernetes, etcd, kwok, helm and CoreDNS binaries
+	@e2e/cluster/build.sh node
+
+.PHONY: images
+images: deps tools ## Build the real node's images (pause, CoreDNS, Redis, the Celery app, the operator), cached by inputs
+	@e2e/cluster/images.sh build
+
+.PHONY: node-check
+node-check: ## List anything of the real node left on this machine (fails if anything is)
+	@e2e/cluster/node.sh check
 
 .PHONY: cluster-up
 cluster-up: deps ## Start the local control plane; writes .e2e/kubeconfig

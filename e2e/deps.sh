@@ -7,6 +7,16 @@ need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v redis-server >/dev/null || need+=(redis-server)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# The real node (e2e/cluster/node.sh) and its images (e2e/cluster/images.sh).
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || need+=(iptables)
+command -v socat >/dev/null || need+=(socat)
+command -v umoci >/dev/null || need+=(umoci)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
 
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds (once) and caches the control-plane binaries from their Go modules:
-# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, helm;
+# `build.sh node` also the real node's kubelet, kube-proxy and CoreDNS.
 # Prints nothing but progress on stderr; `build.sh bindir` prints the cache's bin directory.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -48,6 +49,11 @@ bindir() {
   ln -sf "$E2E_CACHE/etcd-$ETCD_VERSION/etcd" "$d/etcd"
   ln -sf "$E2E_CACHE/kwok-$KWOK_VERSION/kwok" "$d/kwok"
   ln -sf "$E2E_CACHE/helm-$HELM_VERSION/helm" "$d/helm"
+  # The node's binaries, linked whether built yet or not (`build.sh node` builds them).
+  for c in kubelet kube-proxy; do
+    ln -sf "$E2E_CACHE/$c-$KUBE_VERSION/$c" "$d/$c"
+  done
+  ln -sf "$E2E_CACHE/coredns-$COREDNS_VERSION/coredns" "$d/coredns"
   echo "$d"
 }
 
@@ -69,6 +75,7 @@ main() {
   check_pin "$tools/etcd" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
   check_pin "$tools/kwok" sigs.k8s.io/kwok "$KWOK_VERSION"
   check_pin "$tools/helm" helm.sh/helm/v3 "$HELM_VERSION"
+  check_pin "$tools/coredns" github.com/coredns/coredns "$COREDNS_VERSION"
   local lf
   lf=$(kube_ldflags)
   for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
@@ -80,6 +87,18 @@ main() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
   kwok_stages
   bindir >/dev/null
+}
+
+# The real node (e2e/cluster/node.sh): kubelet and kube-proxy from the same wrapper module and
+# version as the control plane, CoreDNS from its own.
+node() {
+  main
+  local lf c
+  lf=$(kube_ldflags)
+  for c in kubelet kube-proxy; do
+    build_one "$c" "$KUBE_VERSION" "$tools/kubernetes" "k8s.io/kubernetes/cmd/$c" "$lf"
+  done
+  build_one coredns "$COREDNS_VERSION" "$tools/coredns" github.com/coredns/coredns
 }
 
 # kwok acts only through Stage objects; take upstream's fast stages from the module itself.
@@ -104,5 +123,6 @@ kwok_stages() {
 case "${1:-all}" in
   bindir) bindir ;;
   all) main ;;
-  *) echo "usage: build.sh [all|bindir]" >&2; exit 2 ;;
+  node) node ;;
+  *) echo "usage: build.sh [all|node|bindir]" >&2; exit 2 ;;
 esac

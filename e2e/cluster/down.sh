@@ -3,6 +3,8 @@
 set -uo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
+# The real node first: its cleanup needs the state the rest of this removes.
+"$here/node.sh" down
 [ -d "$CLUSTER/pids" ] || { rm -rf "$CLUSTER" "$KUBECONFIG_PATH"; log "nothing to stop"; exit 0; }
 
 # Stop in reverse start order so nothing logs errors about a vanished apiserver for long.
@@ -27,5 +29,7 @@ for f in "$CLUSTER"/pids/*.pid; do
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
 done
-rm -rf "$CLUSTER" "$KUBECONFIG_PATH"
+rm -rf --one-file-system "$CLUSTER" "$KUBECONFIG_PATH"
 log "down"
+# Proof that nothing of the node is left on the machine (fails the caller if anything is).
+"$here/node.sh" check

@@ -15,8 +15,9 @@ KUBECONFIG_PATH=$STATE/kubeconfig
 log() { echo "[cluster] $*" >&2; }
 die() { echo "[cluster] error: $*" >&2; exit 1; }
 
-# Every process up.sh starts, in start order.
+# Every process up.sh starts, in start order (the real node's after them: node.sh).
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+NODE_COMPONENTS="containerd socat kubelet kube-proxy"
 
 # alive NAME: the process we started under NAME still runs. A pid reused by another program
 # (after a reboot) does not count: its command line must name NAME.
@@ -26,6 +27,25 @@ alive() {
   pid=$(cat "$f")
   kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
 }
+
+# launch NAME ARGS...: runs in its own session so `down` can stop it with its children.
+launch() {
+  local name=$1
+  shift
+  setsid "$@" >"$CLUSTER/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$CLUSTER/pids/$name.pid"
+}
+
+# fail_start NAME: shows NAME's log, brings everything down again and fails.
+fail_start() {
+  log "$1 did not become ready; last lines of its log:"
+  tail -n 30 "$CLUSTER/logs/$1.log" >&2 || true
+  "$here/down.sh" || true
+  exit 1
+}
+
+# The real node (node.sh) runs beside the kwok nodes when E2E_REAL_NODE=1.
+real_node() { [ "${E2E_REAL_NODE:-0}" = 1 ]; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
 wait_for() {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real local control plane as processes: etcd, kube-apiserver (TLS, RBAC, service
-# account keys), kube-controller-manager, kube-scheduler and kwok with two fake Nodes.
-# Writes the admin kubeconfig to .e2e/kubeconfig. Safe to run twice.
+# account keys), kube-controller-manager, kube-scheduler and kwok with two fake Nodes; with
+# E2E_REAL_NODE=1 also a real node on this host (node.sh), onto which every pod goes that does
+# not tolerate the fake nodes' taint. Writes the admin kubeconfig to .e2e/kubeconfig. Safe to
+# run twice.
 set -euo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
@@ -12,6 +14,9 @@ export PATH="$BIN:$PATH"
 all_alive() {
   local c
   for c in $COMPONENTS; do alive "$c" || return 1; done
+  if real_node; then
+    for c in $NODE_COMPONENTS; do alive "$c" || return 1; done
+  fi
 }
 if [ -f "$KUBECONFIG_PATH" ] && all_alive &&
   kubectl --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz >/dev/null 2>&1; then
@@ -59,6 +64,11 @@ openssl_cert admin "/O=system:masters/CN=kubernetes-admin"
 openssl_cert controller-manager "/CN=system:kube-controller-manager"
 openssl_cert scheduler "/CN=system:kube-scheduler"
 openssl_cert kwok "/O=system:masters/CN=kwok-controller"
+# The real node's identities, and the API server's for `kubectl logs/exec` through kubelets.
+openssl_cert kubelet "/O=system:nodes/CN=system:node:celery-e2e-node"
+openssl_cert kubelet-serving "/CN=celery-e2e-node" "IP:10.245.0.1,IP:127.0.0.1,DNS:celery-e2e-node"
+openssl_cert kube-proxy "/CN=system:kube-proxy"
+openssl_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
 openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
@@ -89,22 +99,7 @@ contexts:
 current-context: $name@celery-operator-e2e
 KC
 }
-for n in admin controller-manager scheduler kwok; do kubeconfig "$n" "$CLUSTER/$n.kubeconfig"; done
-
-# launch NAME ARGS...: runs in its own session so `down` can stop it with its children.
-launch() {
-  local name=$1
-  shift
-  setsid "$@" >"$CLUSTER/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$CLUSTER/pids/$name.pid"
-}
-
-fail_start() {
-  log "$1 did not become ready; last lines of its log:"
-  tail -n 30 "$CLUSTER/logs/$1.log" >&2 || true
-  "$here/down.sh" || true
-  exit 1
-}
+for n in admin controller-manager scheduler kwok kubelet kube-proxy; do kubeconfig "$n" "$CLUSTER/$n.kubeconfig"; done
 
 # --- etcd ---------------------------------------------------------------------------------
 launch etcd etcd --name e2e --data-dir "$CLUSTER/etcd" \
@@ -126,6 +121,10 @@ launch kube-apiserver kube-apiserver \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
   --authorization-mode Node,RBAC \
+  --enable-admission-plugins PodNodeSelector,PodTolerationRestriction \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
@@ -142,6 +141,7 @@ launch kube-controller-manager kube-controller-manager \
   --bind-address 127.0.0.1 --secure-port "$CM_PORT" --leader-elect=false \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
   --use-service-account-credentials=true \
+  --enable-hostpath-provisioner=true \
   --cert-dir "$CLUSTER/controller-manager-certs"
 launch kube-scheduler kube-scheduler \
   --kubeconfig "$CLUSTER/scheduler.kubeconfig" \
@@ -160,6 +160,9 @@ launch kwok kwok --kubeconfig "$CLUSTER/kwok.kubeconfig" \
 
 k() { kubectl --kubeconfig "$admin" "$@"; }
 k apply -f "$KWOK_DIR/storage-class.yaml" >/dev/null
+# With a real node, the fake ones take only pods that tolerate their taint.
+taints="[]"
+if real_node; then taints='[{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]'; fi
 for i in 0 1; do
   k apply -f - >/dev/null <<NODE
 apiVersion: v1
@@ -174,6 +177,8 @@ metadata:
     kubernetes.io/os: linux
     kubernetes.io/arch: amd64
     type: kwok
+spec:
+  taints: $taints
 status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
   capacity: {cpu: "32", memory: 256Gi, pods: "110"}
@@ -186,6 +191,14 @@ wait_for 120 nodes nodes_ready || fail_start kwok
 sa_ready() { k -n default get serviceaccount default; }
 wait_for 60 "default ServiceAccount" sa_ready || fail_start kube-controller-manager
 alive kube-scheduler || fail_start kube-scheduler
+
+if real_node; then
+  # Until the product's own pods move onto the real node, the demo's namespace stays on kwok.
+  k annotate namespace default --overwrite >/dev/null \
+    scheduler.alpha.kubernetes.io/node-selector=type=kwok \
+    'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key":"kwok.x-k8s.io/node","operator":"Equal","value":"fake","effect":"NoSchedule"}]'
+  API_PORT=$API_PORT "$here/node.sh" up || fail_start kubelet
+fi
 
 cp "$admin" "$KUBECONFIG_PATH.tmp" && mv "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
 log "up in $((SECONDS - start))s: $SERVER, KUBECONFIG=$KUBECONFIG_PATH"

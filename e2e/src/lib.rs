@@ -78,19 +78,59 @@ pub fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The real node's name (`e2e/cluster/node.sh`).
+pub const REAL_NODE: &str = "celery-e2e-node";
+
+/// The taint of the kwok nodes while a real node runs beside them.
+pub const KWOK_TAINT_KEY: &str = "kwok.x-k8s.io/node";
+
 /// A namespace that exists for one test and is deleted when dropped.
 pub struct TestNamespace {
     pub name: String,
 }
 
 impl TestNamespace {
+    /// A namespace whose pods run on the kwok nodes: simulated, never started, whatever their
+    /// image ([`TestNamespace::simulated`]).
     pub async fn new(client: &Client, prefix: &str) -> Self {
+        Self::simulated(client, prefix).await
+    }
+
+    /// A namespace whose pods all go to the kwok nodes: the API server's PodNodeSelector and
+    /// PodTolerationRestriction admission give each pod the fake nodes' selector and taint
+    /// toleration from the namespace's annotations.
+    pub async fn simulated(client: &Client, prefix: &str) -> Self {
+        let toleration = serde_json::json!([{
+            "key": KWOK_TAINT_KEY, "operator": "Equal", "value": "fake", "effect": "NoSchedule"
+        }]);
+        Self::create(
+            client,
+            prefix,
+            serde_json::json!({
+                "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+                "scheduler.alpha.kubernetes.io/defaultTolerations": toleration.to_string(),
+            }),
+        )
+        .await
+    }
+
+    /// A namespace whose pods run for real, on the real node (unless they tolerate the kwok
+    /// taint and select a fake node themselves).
+    pub async fn real_node(client: &Client, prefix: &str) -> Self {
+        Self::create(client, prefix, serde_json::json!({})).await
+    }
+
+    async fn create(client: &Client, prefix: &str, annotations: serde_json::Value) -> Self {
         let name = format!(
             "{prefix}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"celeryoperator.io/e2e": "true"}}
+            "metadata": {
+                "name": name,
+                "labels": {"celeryoperator.io/e2e": "true"},
+                "annotations": annotations,
+            }
         }))
         .expect("namespace");
         Api::<Namespace>::all(client.clone())
@@ -142,6 +182,14 @@ pub fn events(ns: &str, field_selector: &str) -> String {
         "-o",
         "jsonpath={range .items[*]}{.type}:{.reason}:{.note}{.message}{\"\\n\"}{end}",
     ]))
+}
+
+/// The reference of a locally built image (`e2e/cluster/images.sh`), from `E2E_IMAGE_<NAME>`
+/// (`redis`, `celery-app`), which `make e2e` sets.
+pub fn image(name: &str) -> String {
+    let var = format!("E2E_IMAGE_{}", name.to_uppercase().replace('-', "_"));
+    std::env::var(&var)
+        .unwrap_or_else(|_| panic!("{var} is not set: run the real-node tests with `make e2e`"))
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Builds the real node's OCI images without any registry or container engine: a Debian
+# bookworm rootfs from debootstrap, packages from Debian (apt) and PyPI (pip), umoci to make
+# the image, cached as OCI archives in $E2E_CACHE/images/ and tagged by a hash of their inputs.
+#
+#   images.sh build [NAME...]   build (if not cached) NAME (default: every image)
+#   images.sh ref NAME          print NAME's reference (localhost/celery-e2e/NAME:<hash>)
+#   images.sh archive NAME      print the path of NAME's archive (built if missing)
+#   images.sh import SOCKET [NAME...]   import into the containerd at SOCKET (k8s.io namespace)
+#
+# Images: pause (the pod sandbox, pause.c), coredns (the static binary), redis (Debian's
+# redis-server, uid 999 as the official
+# image), celery-app (Debian's python3, Celery from PyPI and e2e/app), operator (the static
+# release binary, uid 65532, as the Dockerfile builds it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=versions.sh
+. "$here/versions.sh"
+
+ALL_IMAGES="pause coredns redis celery-app operator"
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+IMAGES=$E2E_CACHE/images
+REPO_PREFIX=localhost/celery-e2e
+
+log() { echo "[images] $*" >&2; }
+die() { echo "[images] error: $*" >&2; exit 1; }
+
+# Packages each Debian-based image adds to the base.
+packages() {
+  case $1 in
+    redis) echo "redis-server" ;;
+    celery-app) echo "python3" ;;
+  esac
+}
+
+# inputs NAME: everything that decides what is in NAME's image; its hash is the tag.
+inputs() {
+  local name=$1
+  echo "format 1"
+  sed -n '/^# --- build_'"${name//-/_}"'/,/^# --- end/p' "$0"
+  case $name in
+    pause) gcc --version | head -1; cat "$here/pause.c" ;;
+    coredns) echo "coredns $COREDNS_VERSION" ;;
+    redis) echo "base $SUITE $MIRROR minbase; packages $(packages redis)" ;;
+    celery-app)
+      echo "base $SUITE $MIRROR minbase; packages $(packages celery-app)"
+      cat "$repo/e2e/requirements.txt"
+      (cd "$repo/e2e/app" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum)
+      ;;
+    operator)
+      (cd "$repo" && { git ls-files -co --exclude-standard Cargo.toml Cargo.lock operator e2e/Cargo.toml e2e/src |
+        LC_ALL=C sort | xargs sha256sum; })
+      ;;
+    *) die "unknown image $name (one of: $ALL_IMAGES)" ;;
+  esac
+}
+
+tag() { inputs "$1" | sha256sum | cut -c1-16; }
+ref() { echo "$REPO_PREFIX/$1:$(tag "$1")"; }
+archive_path() { echo "$IMAGES/$1-$(tag "$1").tar"; }
+
+# The debootstrap rootfs every Debian-based image starts from, cached as a tarball.
+base_rootfs() {
+  local out=$IMAGES/base-$SUITE-minbase.tar
+  [ -s "$out" ] && { echo "$out"; return 0; }
+  command -v debootstrap >/dev/null || die "debootstrap is missing (make deps)"
+  log "debootstrap $SUITE (first time only)"
+  local start=$SECONDS dir
+  dir=$(mktemp -d "$IMAGES/base.XXXXXX")
+  debootstrap --variant=minbase "$SUITE" "$dir/rootfs" "$MIRROR" >"$dir/debootstrap.log" 2>&1 ||
+    { tail -20 "$dir/debootstrap.log" >&2; rm -rf "$dir"; die "debootstrap failed"; }
+  tar -C "$dir/rootfs" --numeric-owner -cf "$out.tmp" .
+  mv "$out.tmp" "$out"
+  rm -rf "$dir"
+  log "base rootfs in $((SECONDS - start))s"
+  echo "$out"
+}
+
+# apt_install ROOTFS PACKAGE...: installs into a chroot, without starting any service.
+apt_install() {
+  local root=$1
+  shift
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod +x "$root/usr/sbin/policy-rc.d"
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  chroot "$root" apt-get clean
+  rm -rf "$root"/var/lib/apt/lists/* "$root/usr/sbin/policy-rc.d"
+  : >"$root/etc/resolv.conf"
+}
+
+# --- build_pause
+fill_pause() {
+  local root=$1
+  gcc -static -Os -o "$root/pause" "$here/pause.c"
+  CONFIG=(--config.entrypoint /pause --config.user 65535:65535)
+}
+# --- end
+
+# --- build_coredns
+fill_coredns() {
+  local root=$1 bin
+  bin=$("$here/build.sh" bindir)/coredns
+  [ -x "$bin" ] || "$here/build.sh" node
+  install -m 0755 "$bin" "$root/coredns"
+  CONFIG=(--config.entrypoint /coredns --config.cmd "-conf" --config.cmd /etc/coredns/Corefile
+    --config.user 65532:65532 --config.exposedports 53/udp --config.exposedports 53/tcp)
+}
+# --- end
+
+# --- build_redis
+fill_redis() {
+  local root=$1
+  tar -C "$root" -xf "$(base_rootfs)"
+  # The official image's uid and gid; Debian's postinst reuses an existing redis user.
+  chroot "$root" groupadd -r -g 999 redis
+  chroot "$root" useradd -r -g redis -u 999 -d /data -s /usr/sbin/nologin redis
+  # shellcheck disable=SC2046 # one word per package
+  apt_install "$root" $(packages redis)
+  mkdir -p "$root/data"
+  chown 999:999 "$root/data"
+  CONFIG=(--config.cmd redis-server --config.cmd --protected-mode --config.cmd no
+    --config.user 999:999 --config.workingdir /data --config.exposedports 6379/tcp)
+}
+# --- end
+
+# --- build_celery_app
+fill_celery_app() {
+  local root=$1
+  tar -C "$root" -xf "$(base_rootfs)"
+  # shellcheck disable=SC2046 # one word per package
+  apt_install "$root" $(packages celery-app)
+  # Pure-Python wheels from PyPI, installed by the host's pip for the image's Python 3.11.
+  python3 -m pip install -q --disable-pip-version-check --no-compile --python-version 3.11 \
+    --only-binary=:all: --target "$root/opt/celery/site-packages" -r "$repo/e2e/requirements.txt"
+  rm -rf "$root/opt/celery/site-packages/bin"
+  mkdir -p "$root/app"
+  cp "$repo"/e2e/app/*.py "$root/app/"
+  printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
+  chmod 0755 "$root/usr/local/bin/celery"
+  CONFIG=(--config.env PYTHONPATH=/app:/opt/celery/site-packages --config.env PYTHONUNBUFFERED=1
+    --config.workingdir /app --config.user 65532:65532 --config.cmd celery --config.cmd -A
+    --config.cmd tasks --config.cmd worker --config.cmd --loglevel=INFO)
+}
+# --- end
+
+# --- build_operator
+fill_operator() {
+  local root=$1 target=x86_64-unknown-linux-musl
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
+  command -v musl-gcc >/dev/null || die "musl-gcc is missing (make deps)"
+  (cd "$repo" && cargo build --release --locked -p celery-operator --target "$target" >&2)
+  install -m 0755 "$repo/target/$target/release/celery-operator" "$root/celery-operator"
+  CONFIG=(--config.entrypoint /celery-operator --config.cmd run --config.cmd --leader-election
+    --config.cmd --log-json --config.user 65532:65532 --config.exposedports 8080/tcp)
+}
+# --- end
+
+build() {
+  local name=$1 out
+  out=$(archive_path "$name")
+  [ -s "$out" ] && return 0
+  command -v umoci >/dev/null || die "umoci is missing (make deps)"
+  log "building $name (first time for these inputs; cached in $IMAGES)"
+  local start=$SECONDS work t
+  t=$(tag "$name")
+  work=$(mktemp -d "$IMAGES/$name.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$work'" EXIT
+  umoci init --layout "$work/oci"
+  umoci new --image "$work/oci:$t"
+  umoci unpack --image "$work/oci:$t" "$work/bundle" >/dev/null
+  CONFIG=()
+  "fill_${name//-/_}" "$work/bundle/rootfs"
+  umoci repack --image "$work/oci:$t" "$work/bundle"
+  umoci config --image "$work/oci:$t" --author celery-operator-e2e \
+    --config.label "io.celeryoperator.e2e.inputs=$t" "${CONFIG[@]}"
+  umoci gc --layout "$work/oci"
+  tar -C "$work/oci" -cf "$out.tmp" .
+  mv "$out.tmp" "$out"
+  rm -rf "$work"
+  trap - EXIT
+  log "built $name $(ref "$name") in $((SECONDS - start))s"
+}
+
+import() {
+  local sock=$1 name
+  shift
+  for name in "$@"; do
+    build "$name"
+    ctr -a "$sock" -n k8s.io images import --base-name "$REPO_PREFIX/$name" \
+      "$(archive_path "$name")" >/dev/null
+  done
+}
+
+mkdir -p "$IMAGES"
+cmd=${1:-build}
+shift || true
+case $cmd in
+  build)
+    # shellcheck disable=SC2086
+    [ "$#" -gt 0 ] || set -- $ALL_IMAGES
+    for n in "$@"; do build "$n"; done
+    ;;
+  ref) ref "$1" ;;
+  archive) build "$1" && archive_path "$1" ;;
+  import)
+    sock=$1
+    shift
+    # shellcheck disable=SC2086
+    [ "$#" -gt 0 ] || set -- $ALL_IMAGES
+    import "$sock" "$@"
+    ;;
+  *) die "usage: images.sh build [NAME...] | ref NAME | archive NAME | import SOCKET [NAME...]" ;;
+esac
