@@ -221,6 +221,13 @@ const CORPUS: &[Case] = &[
     (pool, "autoscaling: {maxReplicas: 3, scaleDownStabilization: 99999999999999d}", "spec.autoscaling.scaleDownStabilization"),
     (pool, "autoscaling: {maxReplicas: 3, idleBeforeScaleToZero: 99999999999999d}", "spec.autoscaling.idleBeforeScaleToZero"),
     (pool, "autoscaling: {maxReplicas: 3, pollInterval: 99999999999999d}", "spec.autoscaling.pollInterval"),
+    (pool, "extraArgs: [--pool=solo]", "spec.extraArgs[0]: --pool=solo is set by spec.pool"),
+    (pool, "extraArgs: [--without-gossip, -A, other]", "spec.extraArgs[1]: -A is a `celery` option"),
+    (pool, "extraArgs: [-Qfoo]", "spec.extraArgs[0]"),
+    (cache, "config: {no-such-directive: x}", "spec.config.no-such-directive"),
+    (cache, "config: {timeout: forever}", "spec.config.timeout"),
+    (cache, "config: {loglevel: loud}", "spec.config.loglevel"),
+    (cache, "config: {lazyfree-lazy-eviction: maybe}", "spec.config.lazyfree-lazy-eviction"),
 ];
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use crate::api::{PeriodicTask, RedisCache, WorkerPool};
 use crate::celery::Field;
 use crate::controller::periodic_task::plan::{self, PlanError};
 use crate::controller::redis_cache::settings::{self, parse_quantity_bytes};
+use crate::controller::worker_pool::deployment::extra_args_problems;
 use crate::controller::worker_pool::policy;
 use crate::schedule::{CrontabError, ScheduleError};
 
@@ -58,7 +59,8 @@ pub(crate) fn redis_cache(rc: &RedisCache) -> Vec<String> {
     problems
 }
 
-/// The problems of a WorkerPool: its autoscaling durations and resource quantities.
+/// The problems of a WorkerPool: its autoscaling durations, `extraArgs` that clash with the
+/// operator's flags, and resource quantities.
 pub(crate) fn worker_pool(wp: &WorkerPool) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(a) = &wp.spec.autoscaling
@@ -66,6 +68,7 @@ pub(crate) fn worker_pool(wp: &WorkerPool) -> Vec<String> {
     {
         problems.push(e);
     }
+    problems.extend(extra_args_problems(&wp.spec));
     problems.extend(quantities("spec.resources", wp.spec.resources.as_ref()));
     problems
 }

@@ -2,6 +2,7 @@
 //! and client Services, StatefulSet and PodDisruptionBudget.
 
 pub mod config_map;
+mod directives;
 pub(crate) mod pdb;
 pub mod secrets;
 pub(crate) mod services;

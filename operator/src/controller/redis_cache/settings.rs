@@ -77,6 +77,8 @@ pub fn resolve(spec: &RedisCacheSpec) -> Result<Settings, String> {
                 "spec.config.{key}: the value must be a single line"
             ));
         }
+        // A value Redis refuses would make it exit at start (FATAL CONFIG FILE ERROR).
+        super::directives::check(key, value).map_err(|e| format!("spec.config.{key}: {e}"))?;
     }
     let auth = match (&spec.auth.enabled, &spec.auth.existing_secret) {
         (false, _) => AuthSettings::Disabled,

@@ -42,6 +42,60 @@ pub fn worker_args(spec: &WorkerPoolSpec) -> Vec<String> {
     args
 }
 
+/// `celery worker` options the operator sets from the spec, and the field that sets each.
+const OWNED_FLAGS: &[(&[&str], &str)] = &[
+    (&["-l", "--loglevel"], "spec.logLevel"),
+    (&["-Q", "--queues"], "spec.queues"),
+    (&["-c", "--concurrency"], "spec.concurrency"),
+    (&["-P", "--pool"], "spec.pool"),
+    (&["--prefetch-multiplier"], "spec.prefetchMultiplier"),
+    (&["--max-tasks-per-child"], "spec.maxTasksPerChild"),
+    (&["--max-memory-per-child"], "spec.maxMemoryPerChild"),
+];
+
+/// `celery` options that only go before `worker` (after it, Celery exits 2); the operator
+/// sets the app and the broker URLs come from the environment.
+const GLOBAL_FLAGS: &[&str] = &[
+    "-A",
+    "--app",
+    "-b",
+    "--broker",
+    "--result-backend",
+    "--config",
+    "--workdir",
+];
+
+/// Each `extraArgs` entry that clashes with what the operator sets, or that Celery refuses
+/// after `worker`.
+pub fn extra_args_problems(spec: &WorkerPoolSpec) -> Vec<String> {
+    let takes = |arg: &str, flag: &str| {
+        arg == flag
+            || arg.strip_prefix(flag).is_some_and(|rest| {
+                // `--pool=solo`, or a short flag glued to its value (`-Psolo`).
+                rest.starts_with('=') || (!flag.starts_with("--") && !rest.is_empty())
+            })
+    };
+    spec.extra_args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, arg)| {
+            if let Some((_, field)) = OWNED_FLAGS
+                .iter()
+                .find(|(flags, _)| flags.iter().any(|f| takes(arg, f)))
+            {
+                return Some(format!(
+                    "spec.extraArgs[{i}]: {arg} is set by {field}; use that field"
+                ));
+            }
+            GLOBAL_FLAGS.iter().find(|f| takes(arg, f)).map(|f| {
+                format!(
+                    "spec.extraArgs[{i}]: {f} is a `celery` option, not a `worker` one; the operator sets the app (spec.app) and the broker (spec.broker)"
+                )
+            })
+        })
+        .collect()
+}
+
 fn log_level(l: LogLevel) -> &'static str {
     match l {
         LogLevel::Debug => "DEBUG",
@@ -133,6 +187,28 @@ pub fn build(i: Inputs<'_>) -> Deployment {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn extra_args_that_clash_with_the_operators_flags_are_named() {
+        let mut s = spec();
+        s.extra_args = vec![
+            "--without-gossip".into(),
+            "--pool=solo".into(),
+            "-A".into(),
+            "other".into(),
+            "-Qfoo".into(),
+            "--concurrency".into(),
+            "--loglevel-x".into(),
+        ];
+        let problems = extra_args_problems(&s);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("spec.extraArgs[1]: --pool=solo is set by spec.pool"));
+        assert!(problems[1].starts_with("spec.extraArgs[2]: -A is a `celery` option"));
+        assert!(problems[2].starts_with("spec.extraArgs[4]: -Qfoo is set by spec.queues"));
+        assert!(
+            problems[3].starts_with("spec.extraArgs[5]: --concurrency is set by spec.concurrency")
+        );
+    }
     use std::collections::BTreeMap;
 
     use super::*;

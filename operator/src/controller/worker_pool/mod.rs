@@ -179,6 +179,10 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     let name = wp.name_any();
     let c = &ctx.client;
     let key = ObjectRef::from_obj(wp);
+    // Workers that would exit 2 at start are never rolled out.
+    if let Some(problem) = deployment::extra_args_problems(&wp.spec).into_iter().next() {
+        return Err(Error::InvalidSpec(problem));
+    }
     let broker = broker::resolve(c, ns, "spec.broker", &wp.spec.broker).await?;
     let mut url_env = broker::url_env("CELERY_BROKER_URL", &broker.broker);
     if let Some(rb) = &wp.spec.result_backend {
