@@ -99,16 +99,21 @@ fn served_serial(port: u16) -> String {
 struct Registration(String);
 
 impl Registration {
-    fn new(ns: &str, port: u16, ca: &str) -> Self {
+    /// Without `ca` the operator is to fill the caBundle in.
+    fn new(ns: &str, port: u16, ca: Option<&str>) -> Self {
         let name = format!("celery-operator-e2e-{ns}");
-        let ca_bundle = BASE64.encode(ca);
+        let mut client_config =
+            serde_json::json!({"url": format!("https://127.0.0.1:{port}/validate")});
+        if let Some(ca) = ca {
+            client_config["caBundle"] = BASE64.encode(ca).into();
+        }
         let manifest = serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": name},
             "webhooks": [{
                 "name": "validate.celeryoperator.io",
-                "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate"), "caBundle": ca_bundle},
+                "clientConfig": client_config,
                 "rules": [{
                     "apiGroups": ["celeryoperator.io"], "apiVersions": ["v1alpha1"],
                     "operations": ["CREATE", "UPDATE"],
@@ -249,7 +254,7 @@ async fn the_webhook_refuses_what_the_controllers_would_naming_the_field() {
         ],
         &[],
     );
-    let _registration = Registration::new(&ns.name, port, &ca);
+    let _registration = Registration::new(&ns.name, port, Some(&ca));
     let refused = |yaml: &str| {
         let out = apply_yaml(&ns.name, yaml);
         (!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).to_string())
@@ -301,5 +306,70 @@ async fn the_webhook_refuses_what_the_controllers_would_naming_the_field() {
     let valid = task(1000, "schedule: {every: 1m}");
     let message = refused(&valid).expect("refused while the webhook is down");
     assert!(message.contains("failed calling webhook"), "{message}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn without_cert_manager_the_operator_issues_renews_and_publishes_its_certificate() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "admission-self").await;
+    let dir = std::env::temp_dir().join(format!("webhook-{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("cert dir");
+    let port = free_port();
+    let registration = Registration::new(&ns.name, port, None);
+    let addr = format!("127.0.0.1:{port}");
+    let _operator = Operator::start_with(
+        &ns.name,
+        &[
+            "--webhook-addr",
+            &addr,
+            "--webhook-cert-dir",
+            dir.to_str().expect("utf-8"),
+            "--webhook-secret",
+            "webhook-certs",
+            "--webhook-configuration",
+            &registration.0,
+            "--webhook-hosts",
+            "127.0.0.1",
+            "--lease-namespace",
+            &ns.name,
+        ],
+        &[],
+    );
+    let probe = task(1, "schedule: {crontab: {minute: '61'}}");
+    let refused = || {
+        let out = apply_yaml(&ns.name, &probe);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (!out.status.success() && stderr.contains("spec.schedule.crontab.minute")).then_some(())
+    };
+    // The operator created the CA and put it in the caBundle: the API server trusts it.
+    eventually(
+        Duration::from_secs(30),
+        "admission with the operator's CA",
+        || async { refused() },
+    )
+    .await;
+    let first = served_serial(port);
+
+    // A certificate due for renewal is renewed under the same CA, served, and trusted.
+    ok(celery_operator_e2e::kubectl(&[
+        "annotate",
+        "-n",
+        &ns.name,
+        "--overwrite",
+        "secret",
+        "webhook-certs",
+        "celeryoperator.io/not-after=2000-01-01T00:00:00Z",
+    ]));
+    eventually(
+        Duration::from_secs(30),
+        "a renewed certificate served",
+        || async {
+            let now = served_serial(port);
+            (!now.is_empty() && now != first).then_some(())
+        },
+    )
+    .await;
+    assert!(refused().is_some(), "admission after the renewal");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -66,6 +66,22 @@ struct RunArgs {
     /// Directory of the webhook's `tls.crt` and `tls.key` (re-read when they change).
     #[arg(long, env = "WEBHOOK_CERT_DIR", requires = "webhook_addr")]
     webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Without cert-manager: keep a CA and serving certificate in this Secret (of the
+    /// Lease namespace), write them to the cert dir, renew them, and keep the caBundle of
+    /// --webhook-configuration current.
+    #[arg(long, env = "WEBHOOK_SECRET", requires_all = ["webhook_cert_dir", "webhook_configuration"])]
+    webhook_secret: Option<String>,
+    /// The ValidatingWebhookConfiguration whose caBundle the operator keeps.
+    #[arg(long, env = "WEBHOOK_CONFIGURATION", requires = "webhook_secret")]
+    webhook_configuration: Option<String>,
+    /// Names the self-signed serving certificate is for (comma-separated).
+    #[arg(
+        long,
+        env = "WEBHOOK_HOSTS",
+        value_delimiter = ',',
+        requires = "webhook_secret"
+    )]
+    webhook_hosts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -106,18 +122,33 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let addr = http::serve(args.metrics_addr, metrics.clone()).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let client = kube::Client::try_default().await?;
+    let lease_namespace = args
+        .lease_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
     // Every replica serves admission, leader or not.
     if let (Some(addr), Some(dir)) = (args.webhook_addr, args.webhook_cert_dir) {
+        if let (Some(secret), Some(configuration)) =
+            (args.webhook_secret, args.webhook_configuration)
+        {
+            let certs = celery_operator::webhook::certs::SelfSigned {
+                client: client.clone(),
+                namespace: lease_namespace.clone(),
+                secret,
+                hosts: args.webhook_hosts,
+                configuration,
+                dir: dir.clone(),
+            };
+            certs.prepare().await?;
+            tokio::spawn(certs.maintain());
+        }
         let addr = celery_operator::webhook::serve(addr, dir).await?;
         tracing::info!(%addr, path = celery_operator::webhook::PATH, "serving the admission webhook");
     }
-    let client = kube::Client::try_default().await?;
     let leader_election = args.leader_election.then(|| LeaseConfig {
         name: args.lease_name,
-        namespace: args
-            .lease_namespace
-            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-            .unwrap_or_else(|| "default".into()),
+        namespace: lease_namespace,
         identity: std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("celery-operator-{}", uuid::Uuid::new_v4().simple())),
         duration_seconds: args.lease_duration_seconds,

@@ -4,6 +4,7 @@
 //! certificate and key in a directory (`tls.crt`, `tls.key`), re-read when they change so a
 //! rotated certificate is served without a restart.
 
+pub mod certs;
 mod validate;
 
 use std::net::SocketAddr;
