@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the end-to-end tests against a control plane of their own: brings it up in
 # .e2e/test (apart from a `make cluster-up` cluster), runs the tests, and always brings it down.
-# With E2E_REAL_NODE=1 the cluster has a real node (e2e/cluster/node.sh) and the `real_node_*`
-# tests run; the run fails if `down` leaves anything of the node on the machine.
+# The cluster has a real node (e2e/cluster/node.sh; E2E_REAL_NODE=0 leaves it out, and the
+# `real_node_*` tests with it); the run fails if `down` leaves anything of the node behind.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 export E2E_STATE=$repo/.e2e/test
-export E2E_REAL_NODE=${E2E_REAL_NODE:-0}
+export E2E_REAL_NODE=${E2E_REAL_NODE:-1}
 . "$repo/e2e/common.sh"
 on_exit '"$repo/e2e/cluster/down.sh" || true'
 "$repo/e2e/cluster/up.sh"

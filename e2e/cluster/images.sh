@@ -154,7 +154,7 @@ fill_operator() {
   rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
   command -v musl-gcc >/dev/null || die "musl-gcc is missing (make deps)"
   (cd "$repo" && cargo build --release --locked -p celery-operator --target "$target" >&2)
-  install -m 0755 "$repo/target/$target/release/celery-operator" "$root/celery-operator"
+  install -m 0755 "${CARGO_TARGET_DIR:-$repo/target}/$target/release/celery-operator" "$root/celery-operator"
   CONFIG=(--config.entrypoint /celery-operator --config.cmd run --config.cmd --leader-election
     --config.cmd --log-json --config.user 65532:65532 --config.exposedports 8080/tcp)
 }

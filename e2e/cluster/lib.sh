@@ -44,8 +44,8 @@ fail_start() {
   exit 1
 }
 
-# The real node (node.sh) runs beside the kwok nodes when E2E_REAL_NODE=1.
-real_node() { [ "${E2E_REAL_NODE:-0}" = 1 ]; }
+# The real node (node.sh) runs beside the kwok nodes unless E2E_REAL_NODE=0.
+real_node() { [ "${E2E_REAL_NODE:-1}" = 1 ]; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
 wait_for() {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts a real local control plane as processes: etcd, kube-apiserver (TLS, RBAC, service
-# account keys), kube-controller-manager, kube-scheduler and kwok with two fake Nodes; with
-# E2E_REAL_NODE=1 also a real node on this host (node.sh), onto which every pod goes that does
-# not tolerate the fake nodes' taint. Writes the admin kubeconfig to .e2e/kubeconfig. Safe to
-# run twice.
+# account keys), kube-controller-manager, kube-scheduler, kwok with two fake Nodes, and a
+# real node on this host (node.sh; E2E_REAL_NODE=0 leaves it out), onto which every pod goes
+# that does not tolerate the fake nodes' taint. Writes the admin kubeconfig to
+# .e2e/kubeconfig. Safe to run twice.
 set -euo pipefail
 . "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 
