@@ -121,19 +121,9 @@ fn schedule(
         ));
     }
     if let Some(seconds) = s.every_seconds {
-        if seconds < 1.0 {
-            return Err(format!(
-                "schedule: every {seconds}s is shorter than 1s, the resolution of `every`"
-            ));
-        }
-        if seconds.fract() != 0.0 {
-            return Err(format!(
-                "schedule: every {seconds}s is not a whole number of seconds, the resolution \
-                 of `every`"
-            ));
-        }
-        let every = Interval::parse(&format!("{seconds:.0}s"))
-            .map_err(|e| format!("schedule: every {seconds}s: {e}"))?;
+        let every = whole_seconds(seconds).map_err(|why| {
+            format!("schedule: every {seconds}s {why}, the resolution of `every`")
+        })?;
         let spec = ScheduleSpec {
             every: Some(every.to_string()),
             ..Default::default()
@@ -156,6 +146,17 @@ fn schedule(
         return Ok((spec, (zone != "UTC").then(|| zone.to_owned())));
     }
     Err("schedule: missing".into())
+}
+
+/// `seconds` as an interval: `every` and `expires` have a resolution of one second.
+fn whole_seconds(seconds: f64) -> Result<Interval, &'static str> {
+    if seconds < 1.0 {
+        return Err("is shorter than 1s");
+    }
+    if seconds.fract() != 0.0 {
+        return Err("is not a whole number of seconds");
+    }
+    Interval::parse(&format!("{seconds:.0}s")).map_err(|_| "is too long")
 }
 
 /// `value` when it is of the wanted JSON kind; null or absent is the default.
@@ -249,15 +250,14 @@ fn options(
                 Some(p) => spec.priority = Some(p).filter(|p| *p != 0),
                 None => problems.push(format!("options.priority: {value} is not an integer")),
             },
-            "expires_seconds" => match value.as_f64() {
-                Some(s) if s >= 1.0 && s.fract() == 0.0 => {
-                    spec.expires = Interval::parse(&format!("{s:.0}s"))
-                        .map(|i| i.to_string())
-                        .map_err(|e| problems.push(format!("options.expires: {e}")))
-                        .ok();
-                }
-                _ => problems.push(format!(
-                    "options.expires: {value} seconds is not a whole number of seconds >= 1"
+            "expires_seconds" => match value
+                .as_f64()
+                .ok_or("is not a number")
+                .and_then(whole_seconds)
+            {
+                Ok(i) => spec.expires = Some(i.to_string()),
+                Err(why) => problems.push(format!(
+                    "options.expires: {value} seconds {why}, the resolution of `expires`"
                 )),
             },
             // Every message sent after an absolute expiry is discarded unrun: the schedule

@@ -64,18 +64,10 @@ struct Bundle {
     not_after: DateTime<Utc>,
 }
 
-/// Year, month and day of `t`, as rcgen takes validity dates (day resolution suffices).
-fn ymd(t: DateTime<Utc>) -> (i32, u8, u8) {
-    use chrono::Datelike;
-    let small = |v: u32| u8::try_from(v).unwrap_or(1);
-    (t.year(), small(t.month()), small(t.day()))
-}
-
-macro_rules! date {
-    ($t:expr) => {{
-        let (y, m, d) = ymd($t);
-        rcgen::date_time_ymd(y, m, d)
-    }};
+/// rcgen's validity instants (second resolution).
+fn instant(t: DateTime<Utc>) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 fn ca_params(now: DateTime<Utc>) -> Result<CertificateParams, rcgen::Error> {
@@ -85,8 +77,8 @@ fn ca_params(now: DateTime<Utc>) -> Result<CertificateParams, rcgen::Error> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, CA_NAME);
     p.distinguished_name = dn;
-    p.not_before = date!(now - TimeDelta::days(1));
-    p.not_after = date!(now + CA_LIFETIME);
+    p.not_before = instant(now - TimeDelta::days(1));
+    p.not_after = instant(now + CA_LIFETIME);
     Ok(p)
 }
 
@@ -116,8 +108,8 @@ fn serve_with(
         hosts.first().map_or("webhook", String::as_str),
     );
     let not_after = now + SERVING_LIFETIME;
-    p.not_before = date!(now - TimeDelta::days(1));
-    p.not_after = date!(not_after);
+    p.not_before = instant(now - TimeDelta::days(1));
+    p.not_after = instant(not_after);
     let tls = p.signed_by(&key, &issuer)?;
     Ok(Bundle {
         ca_crt,
