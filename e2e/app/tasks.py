@@ -39,20 +39,31 @@ def _record_client():
     return _recorder
 
 
-@app.task(bind=True)
-def record(self, *args, **kwargs):
-    """Appends this execution to e2e:executed and returns what it saw."""
+def _record(task, args, kwargs):
     entry = {
-        "id": self.request.id,
-        "task": self.name,
+        "id": task.request.id,
+        "task": task.name,
         "args": list(args),
         "kwargs": kwargs,
-        "queue": (self.request.delivery_info or {}).get("routing_key"),
-        "hostname": self.request.hostname,
+        "queue": (task.request.delivery_info or {}).get("routing_key"),
+        "hostname": task.request.hostname,
         "time": time.time(),
     }
     _record_client().rpush("e2e:executed", json.dumps(entry))
     return entry
+
+
+@app.task(bind=True)
+def record(self, *args, **kwargs):
+    """Appends this execution to e2e:executed and returns what it saw."""
+    return _record(self, args, kwargs)
+
+
+@app.task(bind=True)
+def work(self, seconds, tag=None):
+    """Works for `seconds`, then records the execution (autoscaling and shutdown tests)."""
+    time.sleep(seconds)
+    return _record(self, (seconds, tag), {})
 
 
 @app.task

@@ -31,7 +31,7 @@ die() { echo "[images] error: $*" >&2; exit 1; }
 packages() {
   case $1 in
     redis) echo "redis-server" ;;
-    celery-app) echo "python3" ;;
+    celery-app) echo "python3 python3-pip" ;;
   esac
 }
 
@@ -134,14 +134,26 @@ fill_celery_app() {
   tar -C "$root" -xf "$(base_rootfs)"
   # shellcheck disable=SC2046 # one word per package
   apt_install "$root" $(packages celery-app)
-  # Pure-Python wheels from PyPI, installed by the host's pip for the image's Python 3.11.
-  python3 -m pip install -q --disable-pip-version-check --no-compile --python-version 3.11 \
-    --only-binary=:all: --target "$root/opt/celery/site-packages" -r "$repo/e2e/requirements.txt"
+  # Wheels from PyPI, resolved by the image's own pip and Python (3.11.2): environment
+  # markers such as redis's `async-timeout; python_full_version < "3.11.3"` are the image's.
+  # It trusts what the host trusts (a proxy's CA included) and nothing is left of it after.
+  cp "$repo/e2e/requirements.txt" "$root/tmp/requirements.txt"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/ca.crt"
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DEFAULT_TIMEOUT=180 \
+    chroot "$root" python3 -m pip install -q --no-cache-dir --disable-pip-version-check \
+    --no-compile --root-user-action=ignore --cert /tmp/ca.crt --break-system-packages --only-binary=:all: \
+    --target /opt/celery/site-packages -r /tmp/requirements.txt
+  : >"$root/etc/resolv.conf"
+  rm -f "$root/tmp/requirements.txt" "$root/tmp/ca.crt"
   rm -rf "$root/opt/celery/site-packages/bin"
   mkdir -p "$root/app"
   cp "$repo"/e2e/app/*.py "$root/app/"
   printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
   chmod 0755 "$root/usr/local/bin/celery"
+  # The app imports with the image's Python, or the image is not built.
+  chroot "$root" env PYTHONPATH=/app:/opt/celery/site-packages sh -c 'cd /app && python3 -c "import tasks, celery.bin.celery"' ||
+    die "celery-app: the test app does not import in the image"
   CONFIG=(--config.env PYTHONPATH=/app:/opt/celery/site-packages --config.env PYTHONUNBUFFERED=1
     --config.workingdir /app --config.user 65532:65532 --config.cmd celery --config.cmd -A
     --config.cmd tasks --config.cmd worker --config.cmd --loglevel=INFO)

@@ -17,7 +17,7 @@ die() { echo "[cluster] error: $*" >&2; exit 1; }
 
 # Every process up.sh starts, in start order (the real node's after them: node.sh).
 COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
-NODE_COMPONENTS="containerd socat kubelet kube-proxy"
+NODE_COMPONENTS="containerd socat kubelet kube-proxy hostpath-modes"
 
 # alive NAME: the process we started under NAME still runs. A pid reused by another program
 # (after a reboot) does not count: its command line must name NAME.

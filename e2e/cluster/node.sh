@@ -27,6 +27,8 @@ RECORD=$STATE/node-record
 SOCK=$NODE/containerd.sock
 CNI_BIN=/usr/lib/cni
 HOSTPATH_PV=/tmp/hostpath_pv
+# Every image the node's pods use, the operator's included (the chart runs it in the cluster).
+NODE_IMAGES="pause coredns redis celery-app operator"
 # Host paths the runtime and the kubelet use whatever their configuration says; `down` removes
 # what of them did not exist before `up`.
 HOST_DIRS="/run/containerd /var/lib/cni /run/netns /var/log/containers $HOSTPATH_PV"
@@ -360,7 +362,7 @@ up() {
   export PATH="$BIN:$PATH"
   "$here/build.sh" node
   t=$SECONDS
-  "$here/images.sh" build pause coredns redis celery-app
+  "$here/images.sh" build $NODE_IMAGES
   log "images ready in $((SECONDS - t))s"
 
   mkdir -p "$NODE"
@@ -380,7 +382,7 @@ up() {
   launch containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY='' \
     containerd --config "$NODE/containerd.toml"
   wait_for 30 containerd ctr -a "$SOCK" version || fail_start containerd
-  "$here/images.sh" import "$SOCK" pause coredns redis celery-app
+  "$here/images.sh" import "$SOCK" $NODE_IMAGES
   log "containerd up, images imported in $((SECONDS - t))s"
 
   launch socat socat "TCP-LISTEN:$API_PORT,bind=$BRIDGE_IP,fork,reuseaddr" "TCP:127.0.0.1:$API_PORT"
@@ -389,6 +391,7 @@ up() {
     --cert-dir "$NODE/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$BRIDGE_IP" \
     --node-labels type=real
   launch kube-proxy kube-proxy --config "$NODE/kube-proxy.yaml"
+  launch hostpath-modes "$here/node.sh" hostpath-modes "$NODE"
   wait_for 120 "node $NODE_NAME" node_ready || fail_start kubelet
   api_endpoints
   cluster_objects
@@ -400,6 +403,18 @@ up() {
     fail_start kubelet
   }
   log "node up in $((SECONDS - start))s"
+}
+
+# The controller-manager's hostPath provisioner makes each volume a 0750 root directory, where
+# a non-root pod (Redis runs as uid 999) cannot write, and hostPath ignores fsGroup. Real
+# clusters' storage honours fsGroup, and kind's local-path provisioner makes 0777 directories:
+# do what kind does, for each new volume.
+hostpath_modes() {
+  while :; do
+    [ -d "$HOSTPATH_PV" ] &&
+      find "$HOSTPATH_PV" -mindepth 1 -maxdepth 1 -type d ! -perm 0777 -exec chmod 0777 {} +
+    sleep 0.2
+  done
 }
 
 # --- down ---------------------------------------------------------------------------------
@@ -476,6 +491,7 @@ down() {
   stop_component kubelet
   stop_component kube-proxy
   stop_component socat
+  stop_component hostpath-modes
   # Pods' containers first through the runtime (it tears their network down), then the
   # runtime; whatever survives is killed by its cgroup.
   if [ -S "$SOCK" ] && command -v ctr >/dev/null; then
@@ -594,5 +610,6 @@ case "${1:-}" in
   down) down ;;
   check) check ;;
   selftest) selftest ;;
+  hostpath-modes) hostpath_modes ;;
   *) echo "usage: node.sh up|down|check|selftest" >&2; exit 2 ;;
 esac

@@ -193,10 +193,6 @@ wait_for 60 "default ServiceAccount" sa_ready || fail_start kube-controller-mana
 alive kube-scheduler || fail_start kube-scheduler
 
 if real_node; then
-  # Until the product's own pods move onto the real node, the demo's namespace stays on kwok.
-  k annotate namespace default --overwrite >/dev/null \
-    scheduler.alpha.kubernetes.io/node-selector=type=kwok \
-    'scheduler.alpha.kubernetes.io/defaultTolerations=[{"key":"kwok.x-k8s.io/node","operator":"Equal","value":"fake","effect":"NoSchedule"}]'
   API_PORT=$API_PORT "$here/node.sh" up || fail_start kubelet
 fi
 

@@ -5,7 +5,9 @@
 //! its kubeconfig in `E2E_KUBECONFIG`.
 
 pub mod celery;
+pub mod chart;
 pub mod operator;
+pub mod pods;
 pub mod redis;
 
 use std::path::PathBuf;

@@ -5,6 +5,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use celery_operator_e2e::celery::{CeleryWorker, recorded};
+use celery_operator_e2e::chart::{chart, helm};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{
@@ -19,25 +20,6 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn helm(args: &[&str]) -> Output {
-    let bin = std::env::var("E2E_KUBECTL")
-        .map(|k| k.replace("kubectl", "helm"))
-        .unwrap_or_else(|_| "helm".into());
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig_path())
-        .args(args)
-        .output()
-        .expect("helm")
-}
-
-fn chart() -> String {
-    repo_root()
-        .join("charts/celery-operator")
-        .display()
-        .to_string()
-}
 
 fn must(out: Output) -> String {
     assert!(
@@ -129,9 +111,32 @@ async fn helm_install_and_upgrade_succeed() {
     must(helm(&["uninstall", &release, "--namespace", &ns.name]));
 }
 
+/// Deletes what the kustomize base created, but its CRDs (other tests use them), so no other
+/// install of the chart (the in-cluster tests') finds these objects in its way.
+struct KustomizeCleanup;
+
+impl Drop for KustomizeCleanup {
+    fn drop(&mut self) {
+        let selector = "app.kubernetes.io/instance=celery-operator";
+        for (kinds, scope) in [
+            (
+                "deployment,service,serviceaccount,role,rolebinding",
+                ["-n", "celery-operator"],
+            ),
+            (
+                "clusterrole,clusterrolebinding",
+                ["--ignore-not-found", "--wait=false"],
+            ),
+        ] {
+            let _ = kubectl(&["delete", kinds, "-l", selector, scope[0], scope[1]]);
+        }
+    }
+}
+
 #[tokio::test]
 async fn kustomize_base_applies() {
     let deploy = repo_root().join("deploy");
+    let _cleanup = KustomizeCleanup;
     ok(kubectl(&[
         "apply",
         "--server-side",

@@ -10,6 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use celery_operator_e2e::pods::{
+    POD_WAIT as WAIT, finished_pod_logs, from_json, is_ready, ready_pod, script_pod,
+};
 use celery_operator_e2e::{
     KWOK_TAINT_KEY, REAL_NODE, TestNamespace, client, eventually, image, kubectl, ok,
 };
@@ -18,21 +21,6 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, S
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-
-/// Starting a container here takes a few seconds; a rollout or a volume a few more.
-const WAIT: Duration = Duration::from_secs(90);
-
-fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
-    serde_json::from_value(v).expect("valid object")
-}
-
-fn is_ready(p: &Pod) -> bool {
-    let status = p.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
 
 fn node_of(p: &Pod) -> Option<&str> {
     p.spec.as_ref().and_then(|s| s.node_name.as_deref())
@@ -47,23 +35,6 @@ fn container_id(p: &Pod) -> Option<String> {
         .first()?
         .container_id
         .clone()
-}
-
-async fn ready_pod(pods: &Api<Pod>, name: &str) -> Pod {
-    eventually(WAIT, &format!("pod {name} running and ready"), || async {
-        pods.get_opt(name).await.ok().flatten().filter(is_ready)
-    })
-    .await
-}
-
-/// Waits for a pod to end with `phase` (`Succeeded`, `Failed`) and returns its logs.
-async fn finished_pod_logs(pods: &Api<Pod>, ns: &str, name: &str, phase: &str) -> String {
-    eventually(WAIT, &format!("pod {name} {phase}"), || async {
-        let p = pods.get_opt(name).await.ok().flatten()?;
-        (p.status.as_ref()?.phase.as_deref() == Some(phase)).then_some(())
-    })
-    .await;
-    ok(kubectl(&["logs", "-n", ns, name]))
 }
 
 fn redis_pod(name: &str, labels: serde_json::Value) -> Pod {
@@ -81,17 +52,6 @@ fn redis_service(name: &str, selector: serde_json::Value) -> Service {
     from_json(json!({
         "metadata": {"name": name},
         "spec": {"selector": selector, "ports": [{"port": 6379, "targetPort": 6379}]}
-    }))
-}
-
-/// A pod of the Redis image that runs `script` in sh once, to completion.
-fn script_pod(name: &str, script: &str) -> Pod {
-    from_json(json!({
-        "metadata": {"name": name},
-        "spec": {"restartPolicy": "Never", "containers": [{
-            "name": "main", "image": image("redis"), "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", script]
-        }]}
     }))
 }
 
@@ -240,8 +200,7 @@ async fn real_node_statefulset_replacement_pod_reads_what_its_predecessor_wrote(
             "template": {
                 "metadata": {"labels": {"app": "db"}},
                 "spec": {
-                    // hostPath volumes are root's (the provisioner makes them 0750 root).
-                    "securityContext": {"runAsUser": 0},
+                    // As the image's user (uid 999): the volume is writable by non-root pods.
                     "terminationGracePeriodSeconds": 1,
                     "containers": [{
                         "name": "redis", "image": image("redis"), "imagePullPolicy": "IfNotPresent",
@@ -383,7 +342,6 @@ async fn real_node_rollout_replaces_containers_after_their_term_trap_finishes_it
             "template": {
                 "metadata": {"labels": {"app": "app"}},
                 "spec": {
-                    "securityContext": {"runAsUser": 0},
                     "terminationGracePeriodSeconds": 30,
                     "containers": [graceful_container(3)],
                     "volumes": [{"name": "events", "persistentVolumeClaim": {"claimName": "events"}}]
@@ -474,7 +432,6 @@ async fn real_node_termination_grace_period_ends_a_container_that_works_too_long
     let pod: Pod = from_json(json!({
         "metadata": {"name": "slow"},
         "spec": {
-            "securityContext": {"runAsUser": 0},
             "terminationGracePeriodSeconds": 2,
             "containers": [graceful_container(60)],
             "volumes": [{"name": "events", "persistentVolumeClaim": {"claimName": "events"}}]

@@ -105,7 +105,7 @@ async fn samples_become_ready_with_the_objects_their_specs_imply() {
     assert_eq!(secret_text(&conn, "password"), password);
     assert_eq!(
         secret_text(&conn, "url"),
-        format!("redis://:{password}@broker.{}.svc:6379/0", ns.name)
+        format!("redis://default:{password}@broker.{}.svc:6379/0", ns.name)
     );
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
     assert_eq!(

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -99,6 +99,18 @@ fn problems(request: &AdmissionRequest<DynamicObject>) -> Vec<String> {
     let Some(object) = &request.object else {
         return Vec::new();
     };
+    // Only a new or changed spec is checked. An object admitted before this webhook (or a
+    // check) existed must still take finalizer, label and annotation changes, or it could
+    // never be deleted; one being deleted only loses its finalizer.
+    if request.operation == Operation::Update
+        && (object.metadata.deletion_timestamp.is_some()
+            || request
+                .old_object
+                .as_ref()
+                .is_some_and(|old| old.data.get("spec") == object.data.get("spec")))
+    {
+        return Vec::new();
+    }
     let value = match serde_json::to_value(object) {
         Ok(v) => v,
         Err(e) => return vec![format!("unreadable object: {e}")],
@@ -215,5 +227,60 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.tcp.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn task(minute: &str) -> Value {
+        json!({
+            "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+            "metadata": {"name": "t", "namespace": "shop", "uid": "u1"},
+            "spec": {"task": "proj.tasks.t", "schedule": {"crontab": {"minute": minute}},
+                     "broker": {"redisCache": "broker"}}
+        })
+    }
+
+    fn request(
+        operation: &str,
+        object: Value,
+        old: Option<Value>,
+    ) -> AdmissionRequest<DynamicObject> {
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "r1", "operation": operation, "name": "t", "namespace": "shop",
+                "kind": {"group": "celeryoperator.io", "version": "v1alpha1", "kind": "PeriodicTask"},
+                "resource": {"group": "celeryoperator.io", "version": "v1alpha1", "resource": "periodictasks"},
+                "userInfo": {"username": "u"},
+                "object": object, "oldObject": old, "dryRun": false
+            }
+        }))
+        .expect("review");
+        review.try_into().expect("request")
+    }
+
+    #[test]
+    fn a_new_or_changed_spec_is_checked() {
+        assert!(problems(&request("CREATE", task("61"), None))[0].contains("minute"));
+        let changed = request("UPDATE", task("61"), Some(task("5")));
+        assert!(problems(&changed)[0].contains("minute"));
+        assert!(problems(&request("CREATE", task("5"), None)).is_empty());
+    }
+
+    #[test]
+    fn an_update_that_leaves_the_spec_alone_is_admitted_even_if_the_spec_is_bad() {
+        // Admitted before the webhook existed (or before a check was added): its finalizer,
+        // labels and annotations must still change, or it could never be deleted.
+        let mut annotated = task("61");
+        annotated["metadata"]["annotations"] = json!({"celeryoperator.io/run-now": "1"});
+        assert!(problems(&request("UPDATE", annotated, Some(task("61")))).is_empty());
+        let mut deleting = task("61");
+        deleting["metadata"]["deletionTimestamp"] = json!("2026-12-02T00:00:00Z");
+        deleting["spec"]["task"] = json!("proj.tasks.other");
+        assert!(problems(&request("UPDATE", deleting, Some(task("61")))).is_empty());
     }
 }

@@ -66,10 +66,12 @@ fn encode_userinfo(s: &str) -> String {
     out
 }
 
-/// Redis URL without database: `redis://:<password>@host:port`.
+/// Redis URL without database: `redis://default:<password>@host:port`. The user is named:
+/// with an empty one (`redis://:pw@`) redis-cli sends `AUTH "" pw`, which Redis 6+ refuses;
+/// redis-py, kombu and django-redis take either form.
 pub fn base_url(host: &str, port: i32, password: Option<&str>) -> String {
     match password {
-        Some(p) => format!("redis://:{}@{host}:{port}", encode_userinfo(p)),
+        Some(p) => format!("redis://default:{}@{host}:{port}", encode_userinfo(p)),
         None => format!("redis://{host}:{port}"),
     }
 }
@@ -138,11 +140,11 @@ mod tests {
         assert_eq!(secret_value(&s, PASSWORD_KEY).as_deref(), Some("p@ss word"));
         assert_eq!(
             secret_value(&s, URL_KEY).as_deref(),
-            Some("redis://:p%40ss%20word@cache.shop.svc:6379/0")
+            Some("redis://default:p%40ss%20word@cache.shop.svc:6379/0")
         );
         assert_eq!(
             secret_value(&s, BASE_URL_KEY).as_deref(),
-            Some("redis://:p%40ss%20word@cache.shop.svc:6379")
+            Some("redis://default:p%40ss%20word@cache.shop.svc:6379")
         );
     }
 
