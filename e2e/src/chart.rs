@@ -142,6 +142,7 @@ impl Drop for Release {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let _ = kubectl(&["delete", "namespace", &self.namespace, "--wait=false"]);
+        // Gone before the next test binary runs (one may install into the same namespace).
+        let _ = kubectl(&["delete", "namespace", &self.namespace, "--timeout=180s"]);
     }
 }

@@ -143,10 +143,57 @@ impl TestNamespace {
     }
 }
 
+impl TestNamespace {
+    /// After a failure: what the namespace held, its events, and what the chart's operator
+    /// pods (when installed) logged about it, saved beside the test logs.
+    fn save_diagnostics(&self) {
+        let text = |args: &[&str]| {
+            let out = kubectl(args);
+            format!(
+                "$ kubectl {}\n{}{}\n",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        let ns = self.name.as_str();
+        let mut report = text(&["get", "celery,all,pvc", "-n", ns, "-o", "wide"]);
+        report += &text(&["get", "celery", "-n", ns, "-o", "yaml"]);
+        report += &text(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
+        let operator = kubectl(&[
+            "logs",
+            "-n",
+            "celery-operator",
+            "-l",
+            "app.kubernetes.io/name=celery-operator",
+            "--tail=-1",
+            "--prefix",
+        ]);
+        report += &String::from_utf8_lossy(&operator.stdout)
+            .lines()
+            .filter(|l| l.contains(ns))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = kubeconfig_path()
+            .parent()
+            .map(|p| p.join("logs"))
+            .unwrap_or_else(|| ".".into())
+            .join(format!("{ns}.failed.txt"));
+        if std::fs::create_dir_all(path.parent().unwrap_or(&path)).is_ok()
+            && std::fs::write(&path, report).is_ok()
+        {
+            eprintln!("what {ns} held when the test failed: {}", path.display());
+        }
+    }
+}
+
 impl Drop for TestNamespace {
     /// Deletes the namespace (and so everything in it) before the test's runtime goes: a
     /// blocking kubectl call, since a task spawned here would die with the runtime.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.save_diagnostics();
+        }
         let out = kubectl(&["delete", "namespace", &self.name, "--wait=false"]);
         if !out.status.success() {
             eprintln!(

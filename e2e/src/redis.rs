@@ -113,10 +113,10 @@ impl RedisServer {
         self.spawn();
     }
 
-    /// `redis://[:password@]127.0.0.1:port/db`.
+    /// `redis://[default:password@]127.0.0.1:port/db`, the form of a connection Secret.
     pub fn url(&self, db: u8) -> String {
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/{db}", self.port),
+            Some(p) => format!("redis://default:{p}@127.0.0.1:{}/{db}", self.port),
             None => format!("redis://127.0.0.1:{}/{db}", self.port),
         }
     }

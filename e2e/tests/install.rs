@@ -66,6 +66,10 @@ async fn helm_install_and_upgrade_succeed() {
         &chart(),
         "--namespace",
         &ns.name,
+        // Its pods are simulated: a cluster-wide webhook nobody answers would refuse every
+        // other test's objects (the in-cluster tests run the chart's webhook for real).
+        "--set",
+        "webhook.enabled=false",
         "--wait",
         "--timeout",
         "60s",
@@ -100,6 +104,8 @@ async fn helm_install_and_upgrade_succeed() {
         &ns.name,
         "--set",
         "replicaCount=3",
+        "--set",
+        "webhook.enabled=false",
         "--wait",
         "--timeout",
         "60s",
@@ -111,44 +117,33 @@ async fn helm_install_and_upgrade_succeed() {
     must(helm(&["uninstall", &release, "--namespace", &ns.name]));
 }
 
-/// Deletes what the kustomize base created, but its CRDs (other tests use them), so no other
-/// install of the chart (the in-cluster tests') finds these objects in its way.
-struct KustomizeCleanup;
-
-impl Drop for KustomizeCleanup {
-    fn drop(&mut self) {
-        let selector = "app.kubernetes.io/instance=celery-operator";
-        for (kinds, scope) in [
-            (
-                "deployment,service,serviceaccount,role,rolebinding",
-                ["-n", "celery-operator"],
-            ),
-            (
-                "clusterrole,clusterrolebinding",
-                ["--ignore-not-found", "--wait=false"],
-            ),
-        ] {
-            let _ = kubectl(&["delete", kinds, "-l", selector, scope[0], scope[1]]);
-        }
-    }
-}
-
 #[tokio::test]
 async fn kustomize_base_applies() {
+    // Server-side dry run: the API server checks every object (the webhook configuration
+    // too) and persists none, so no webhook that no pod answers is left cluster-wide.
     let deploy = repo_root().join("deploy");
-    let _cleanup = KustomizeCleanup;
-    ok(kubectl(&[
+    let out = ok(kubectl(&[
         "apply",
         "--server-side",
+        "--dry-run=server",
         "-k",
         deploy.to_str().expect("utf-8"),
+        "-o",
+        "json",
     ]));
-    let client = client().await;
-    let d = Api::<Deployment>::namespaced(client.clone(), "celery-operator")
-        .get("celery-operator")
-        .await
-        .expect("deployment");
-    assert_eq!(d.spec.and_then(|s| s.replicas), Some(2));
+    let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let items = list["items"].as_array().expect("items");
+    let of_kind = |kind: &str| {
+        items
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .collect::<Vec<_>>()
+    };
+    let deployment = of_kind("Deployment");
+    assert_eq!(deployment.len(), 1);
+    assert_eq!(deployment[0]["spec"]["replicas"], 2);
+    assert_eq!(of_kind("ValidatingWebhookConfiguration").len(), 1);
+    assert_eq!(of_kind("CustomResourceDefinition").len(), 3);
 }
 
 /// A kubeconfig that authenticates as the chart's ServiceAccount (TokenRequest API).
@@ -214,6 +209,9 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         &format!("watchNamespace={}", ns.name),
         "--set",
         "replicaCount=0",
+        // No operator pod would answer it (the host-run operator checks the RBAC here).
+        "--set",
+        "webhook.enabled=false",
     ]));
     let sa = format!("{release}-celery-operator");
     let kubeconfig = service_account_kubeconfig(&client, &ns.name, &sa).await;

@@ -1,6 +1,6 @@
-//! celery-operator as users run it: `helm install` of the chart (two replicas, leader
-//! election, the chart's ServiceAccount and RBAC, the admission webhook) with the locally
-//! built operator image, on the real node; RedisCaches, WorkerPools and PeriodicTasks
+//! celery-operator as users run it: `helm install` of the chart with its defaults (two
+//! replicas, leader election, the chart's ServiceAccount and RBAC, the admission webhook),
+//! only the image set to the locally built one, on the real node; RedisCaches, WorkerPools and PeriodicTasks
 //! applied with kubectl; Redis, Celery workers and the beat all in pods, nothing on the host.
 //!
 //! The chart's operator watches every namespace, so this binary installs it once for all its
@@ -132,16 +132,7 @@ fn main() -> ExitCode {
         .collect();
     let wanted = trials.iter().any(|t| selected(&args, t.name()));
     // Installed only when a test of it runs (`--list` and filtered-out runs skip the chart).
-    let release = (wanted && !args.list).then(|| {
-        Release::install(
-            RELEASE,
-            RELEASE_NAMESPACE,
-            &[
-                "webhook.enabled=true",
-                "logLevel=info\\,celery_operator=debug",
-            ],
-        )
-    });
+    let release = (wanted && !args.list).then(|| Release::install(RELEASE, RELEASE_NAMESPACE, &[]));
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed()
         && let Some(release) = &release

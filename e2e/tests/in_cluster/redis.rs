@@ -25,7 +25,10 @@ pub(crate) async fn broker_serves_clients_of_its_connection_secret_keeps_data_an
     wait_ready(&ns.name, &["rediscache/broker"]);
 
     // A client pod that knows only the connection Secret: the URL, and host/port/password.
+    // Ready follows the pod's readiness; kube-proxy routes the Service a moment later, so
+    // the client waits for it as any client's reconnect would.
     let script = r#"
+i=0; until [ "$(redis-cli -u "$URL" ping 2>/dev/null)" = PONG ] || [ $i -ge 50 ]; do sleep 0.2; i=$((i+1)); done
 echo "url-ping: $(redis-cli -u "$URL" ping)"
 echo "set: $(redis-cli -h "$HOST" -p "$PORT" -a "$PASSWORD" --no-auth-warning set greeting hello)"
 echo "get: $(redis-cli -u "$URL" get greeting)"
@@ -131,6 +134,7 @@ pub(crate) async fn cache_evicts_least_recently_used_keys_at_max_memory() {
     );
     // 20 MB of 10 kB values into 4 MiB: every write answers OK, old keys make room.
     let script = r#"
+i=0; until [ "$(redis-cli -u "$URL" ping 2>/dev/null)" = PONG ] || [ $i -ge 50 ]; do sleep 0.2; i=$((i+1)); done
 v=$(head -c 10000 /dev/zero | tr '\0' x)
 i=0
 while [ $i -lt 2000 ]; do echo "SET key:$i $v"; i=$((i+1)); done | redis-cli -u "$URL" --pipe
