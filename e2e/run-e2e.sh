@@ -18,7 +18,8 @@ if [ "$E2E_REAL_NODE" = 1 ]; then
   E2E_IMAGE_REDIS=$("$repo/e2e/cluster/images.sh" ref redis)
   E2E_IMAGE_CELERY_APP=$("$repo/e2e/cluster/images.sh" ref celery-app)
   E2E_IMAGE_OPERATOR=$("$repo/e2e/cluster/images.sh" ref operator)
-  export E2E_IMAGE_REDIS E2E_IMAGE_CELERY_APP E2E_IMAGE_OPERATOR
+  E2E_IMAGE_DJANGO_SITE=$("$repo/e2e/cluster/images.sh" ref django-site)
+  export E2E_IMAGE_REDIS E2E_IMAGE_CELERY_APP E2E_IMAGE_OPERATOR E2E_IMAGE_DJANGO_SITE
 else
   # Without the node its tests cannot run: leave them out, loudly.
   echo "[e2e] E2E_REAL_NODE=0: skipping the real_node_* tests" >&2

@@ -10,7 +10,8 @@
 #
 # Images: pause (the pod sandbox, pause.c), coredns (the static binary), redis (Debian's
 # redis-server, uid 999 as the official
-# image), celery-app (Debian's python3, Celery from PyPI and e2e/app), operator (the static
+# image), celery-app (Debian's python3, Celery from PyPI and e2e/app), django-site (Debian's
+# python3, examples/django-site and its requirements from PyPI), operator (the static
 # release binary, uid 65532, as the Dockerfile builds it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +19,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=versions.sh
 . "$here/versions.sh"
 
-ALL_IMAGES="pause coredns redis celery-app operator"
+ALL_IMAGES="pause coredns redis celery-app django-site operator"
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 IMAGES=$E2E_CACHE/images
@@ -31,7 +32,7 @@ die() { echo "[images] error: $*" >&2; exit 1; }
 packages() {
   case $1 in
     redis) echo "redis-server" ;;
-    celery-app) echo "python3 python3-pip" ;;
+    celery-app | django-site) echo "python3 python3-pip" ;;
   esac
 }
 
@@ -48,6 +49,10 @@ inputs() {
       echo "base $SUITE $MIRROR minbase; packages $(packages celery-app)"
       cat "$repo/e2e/requirements.txt"
       (cd "$repo/e2e/app" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum)
+      ;;
+    django-site)
+      echo "base $SUITE $MIRROR minbase; packages $(packages django-site)"
+      (cd "$repo/examples/django-site" && django_site_files | xargs sha256sum)
       ;;
     operator)
       (cd "$repo" && { git ls-files -co --exclude-standard Cargo.toml Cargo.lock operator e2e/Cargo.toml e2e/src |
@@ -93,6 +98,24 @@ apt_install() {
   : >"$root/etc/resolv.conf"
 }
 
+# pip_install ROOTFS REQUIREMENTS TARGET: wheels from PyPI, resolved by the image's own pip and
+# Python (3.11.2), so environment markers such as redis's `async-timeout; python_full_version
+# < "3.11.3"` are the image's, not the host's. It trusts what the host trusts (a proxy's CA
+# included) and nothing of that is left in the image.
+pip_install() {
+  local root=$1 requirements=$2 target=$3
+  cp "$requirements" "$root/tmp/requirements.txt"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/ca.crt"
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DEFAULT_TIMEOUT=180 \
+    chroot "$root" python3 -m pip install -q --no-cache-dir --disable-pip-version-check \
+    --no-compile --root-user-action=ignore --cert /tmp/ca.crt --break-system-packages \
+    --only-binary=:all: --target "$target" -r /tmp/requirements.txt
+  : >"$root/etc/resolv.conf"
+  rm -f "$root/tmp/requirements.txt" "$root/tmp/ca.crt"
+  rm -rf "${root:?}$target/bin"
+}
+
 # --- build_pause
 fill_pause() {
   local root=$1
@@ -134,19 +157,7 @@ fill_celery_app() {
   tar -C "$root" -xf "$(base_rootfs)"
   # shellcheck disable=SC2046 # one word per package
   apt_install "$root" $(packages celery-app)
-  # Wheels from PyPI, resolved by the image's own pip and Python (3.11.2): environment
-  # markers such as redis's `async-timeout; python_full_version < "3.11.3"` are the image's.
-  # It trusts what the host trusts (a proxy's CA included) and nothing is left of it after.
-  cp "$repo/e2e/requirements.txt" "$root/tmp/requirements.txt"
-  cp /etc/resolv.conf "$root/etc/resolv.conf"
-  cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/ca.crt"
-  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DEFAULT_TIMEOUT=180 \
-    chroot "$root" python3 -m pip install -q --no-cache-dir --disable-pip-version-check \
-    --no-compile --root-user-action=ignore --cert /tmp/ca.crt --break-system-packages --only-binary=:all: \
-    --target /opt/celery/site-packages -r /tmp/requirements.txt
-  : >"$root/etc/resolv.conf"
-  rm -f "$root/tmp/requirements.txt" "$root/tmp/ca.crt"
-  rm -rf "$root/opt/celery/site-packages/bin"
+  pip_install "$root" "$repo/e2e/requirements.txt" /opt/celery/site-packages
   mkdir -p "$root/app"
   cp "$repo"/e2e/app/*.py "$root/app/"
   printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
@@ -157,6 +168,52 @@ fill_celery_app() {
   CONFIG=(--config.env PYTHONPATH=/app:/opt/celery/site-packages --config.env PYTHONUNBUFFERED=1
     --config.workingdir /app --config.user 65532:65532 --config.cmd celery --config.cmd -A
     --config.cmd tasks --config.cmd worker --config.cmd --loglevel=INFO)
+}
+# --- end
+
+# --- build_django_site
+# The files of examples/django-site that go into its image (its project and SMTP sink, not
+# its manifests, README or drafts), relative to that directory.
+django_site_files() {
+  (cd "$repo/examples/django-site" &&
+    find manage.py smtp_sink.py requirements.txt site_project shop -type f \
+      ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)
+}
+
+fill_django_site() {
+  local root=$1 f
+  tar -C "$root" -xf "$(base_rootfs)"
+  # shellcheck disable=SC2046 # one word per package
+  apt_install "$root" $(packages django-site)
+  pip_install "$root" "$repo/examples/django-site/requirements.txt" /opt/site/site-packages
+  mkdir -p "$root/app"
+  for f in $(django_site_files); do
+    install -D -m 0644 "$repo/examples/django-site/$f" "$root/app/$f"
+  done
+  rm -f "$root/app/requirements.txt"
+  # The WorkerPool runs `celery -A site_project worker ...`.
+  printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
+  chmod 0755 "$root/usr/local/bin/celery"
+  # The site imports, passes Django's checks and migrates (in memory) with the image's
+  # Python, and the SMTP sink and gunicorn import, or the image is not built.
+  chroot "$root" env PYTHONPATH=/app:/opt/site/site-packages PYTHONDONTWRITEBYTECODE=1 \
+    DJANGO_SETTINGS_MODULE=site_project.settings SQLITE_PATH=:memory: sh -c 'cd /app && python3 -c "
+import django
+django.setup()
+from django.core.management import call_command
+call_command(\"check\")
+call_command(\"migrate\", verbosity=0)
+import celery.bin.celery, gunicorn.app.wsgiapp, site_project.wsgi, shop.tasks, smtp_sink
+from shop.models import Product
+from site_project import celery_app
+assert Product.objects.count() > 0
+assert \"shop.tasks.send_welcome_mail\" in celery_app.tasks
+"' || die "django-site: the example site does not import in the image"
+  CONFIG=(--config.env PYTHONPATH=/app:/opt/site/site-packages --config.env PYTHONUNBUFFERED=1
+    --config.env PYTHONDONTWRITEBYTECODE=1 --config.env DJANGO_SETTINGS_MODULE=site_project.settings
+    --config.env HOME=/tmp --config.workingdir /app --config.user 65532:65532
+    --config.exposedports 8000/tcp --config.cmd sh --config.cmd -c
+    --config.cmd "python3 manage.py migrate --noinput && exec python3 -m gunicorn site_project.wsgi --bind 0.0.0.0:8000 --workers 2 --access-logfile - --worker-tmp-dir /tmp --no-control-socket")
 }
 # --- end
 

@@ -28,7 +28,7 @@ SOCK=$NODE/containerd.sock
 CNI_BIN=/usr/lib/cni
 HOSTPATH_PV=/tmp/hostpath_pv
 # Every image the node's pods use, the operator's included (the chart runs it in the cluster).
-NODE_IMAGES="pause coredns redis celery-app operator"
+NODE_IMAGES="pause coredns redis celery-app django-site operator"
 # Host paths the runtime and the kubelet use whatever their configuration says; `down` removes
 # what of them did not exist before `up`.
 HOST_DIRS="/run/containerd /var/lib/cni /run/netns /var/log/containers $HOSTPATH_PV"
