@@ -122,7 +122,9 @@ async fn kustomize_base_applies() {
     // Server-side dry run: the API server checks every object (the webhook configuration
     // too) and persists none, so no webhook that no pod answers is left cluster-wide.
     let deploy = repo_root().join("deploy");
-    let out = ok(kubectl(&[
+    // A dry-run Namespace holds nothing: its objects need the real one.
+    let _ = kubectl(&["create", "namespace", "celery-operator"]);
+    let out = kubectl(&[
         "apply",
         "--server-side",
         "--dry-run=server",
@@ -130,7 +132,9 @@ async fn kustomize_base_applies() {
         deploy.to_str().expect("utf-8"),
         "-o",
         "json",
-    ]));
+    ]);
+    let _ = kubectl(&["delete", "namespace", "celery-operator", "--wait=false"]);
+    let out = ok(out);
     let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let items = list["items"].as_array().expect("items");
     let of_kind = |kind: &str| {
