@@ -48,6 +48,9 @@ pub(crate) async fn leader_pod_killed_standby_takes_over_every_slot_once() {
     let (client, ns) = setup("ic-failover").await;
     let ns = &ns.name;
     apply(ns, &redis_cache("broker", "broker", ""));
+    // Workers started while their broker still refuses connections sometimes never consume
+    // (seen twice in full runs); started after it answers, they always do (issue 11's note).
+    wait_ready(ns, &["rediscache/broker"]);
     apply(
         ns,
         &worker_pool("pool", "  replicas: 2\n  concurrency: 4\n"),

@@ -11,6 +11,9 @@ use super::support::{
 pub(crate) async fn worker_pods_execute_the_periodic_tasks_and_store_results() {
     let (client, ns) = setup("ic-workers").await;
     apply(&ns.name, &redis_cache("broker", "broker", ""));
+    // Workers started while their broker still refuses connections sometimes never consume
+    // (seen twice in full runs); started after it answers, they always do (issue 11's note).
+    wait_ready(&ns.name, &["rediscache/broker"]);
     apply(
         &ns.name,
         &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
