@@ -282,3 +282,25 @@ pub fn wait_ready(ns: &str, objects: &[&str]) {
     args.extend_from_slice(objects);
     ok(kubectl(&args));
 }
+
+/// Slot task ids of an every-second task from its creation up to `last` (inclusive).
+pub fn every_second_slot_ids(
+    pt: &celery_operator::api::periodic_task::PeriodicTask,
+    last: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    use kube::ResourceExt;
+    let uid = pt.uid().expect("uid");
+    let created = pt.creation_timestamp().expect("created").0.as_second();
+    let mut slot =
+        chrono::DateTime::from_timestamp(created, 0).expect("ts") + chrono::TimeDelta::seconds(1);
+    let mut ids = Vec::new();
+    while slot <= last {
+        ids.push(
+            celery_operator::celery::task_id_for_slot(&uid, &slot)
+                .expect("id")
+                .to_string(),
+        );
+        slot += chrono::TimeDelta::seconds(1);
+    }
+    ids
+}

@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
-use celery_operator::celery::task_id_for_slot;
 use celery_operator::controller::periodic_task::plan::run_now_task_id;
 use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
-use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, kubectl_with_input, ok};
-use chrono::{DateTime, TimeDelta, Utc};
+use celery_operator_e2e::{
+    TestNamespace, client, eventually, every_second_slot_ids, kubectl, kubectl_with_input, ok,
+};
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -178,19 +179,6 @@ fn assert_unique(ids: &[String]) {
     assert_eq!(set.len(), ids.len(), "duplicate task ids among {ids:?}");
 }
 
-/// Slot task ids of an every-second task from its creation up to `last` (inclusive).
-fn expected_ids(pt: &PeriodicTask, last: DateTime<Utc>) -> Vec<String> {
-    let uid = pt.uid().expect("uid");
-    let created = pt.creation_timestamp().expect("created").0.as_second();
-    let mut slot = DateTime::from_timestamp(created, 0).expect("ts") + TimeDelta::seconds(1);
-    let mut ids = Vec::new();
-    while slot <= last {
-        ids.push(task_id_for_slot(&uid, &slot).expect("id").to_string());
-        slot += TimeDelta::seconds(1);
-    }
-    ids
-}
-
 fn last_schedule(s: &PeriodicTaskStatus) -> DateTime<Utc> {
     let t = s.last_schedule_time.as_ref().expect("lastScheduleTime");
     DateTime::from_timestamp_micros(t.0.as_microsecond()).expect("ts")
@@ -242,7 +230,7 @@ async fn every_second_runs_with_args_and_unicode_kwargs_and_kubectl_shows_it_mov
     assert_unique(&ids);
     // The ids are the slot ids: derived from (uid, slot).
     let pt = h.get("tick").await;
-    let expected = expected_ids(&pt, last_schedule(&h.status("tick").await));
+    let expected = every_second_slot_ids(&pt, last_schedule(&h.status("tick").await));
     for id in &ids {
         assert!(expected.contains(id), "{id} is not a slot id");
     }
@@ -461,7 +449,8 @@ async fn sigkill_during_a_run_never_duplicates_and_catches_up_per_policy() {
     let pt = h.settled("all").await;
 
     // RunAll: every slot from creation to the last one ran exactly once.
-    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let expected =
+        every_second_slot_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
     let ran = eventually(WAIT, "RunAll executions to cover every slot", || async {
         let ran = h.executed_ids("all");
         let set: BTreeSet<&String> = ran.iter().collect();
@@ -477,7 +466,8 @@ async fn sigkill_during_a_run_never_duplicates_and_catches_up_per_policy() {
 
     // RunOnce: no duplicates, only slot ids, and downtime collapsed (fewer runs than slots).
     let pt = h.settled("once").await;
-    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let expected =
+        every_second_slot_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
     let ran = h.executed_ids("once");
     assert_unique(&ran);
     for id in &ran {
@@ -727,7 +717,8 @@ async fn two_operators_at_once_push_each_slot_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pt = h.get("two").await;
-    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let expected =
+        every_second_slot_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
     let ran = h.executed_ids("two");
     assert_unique(&ran);
     for id in &ran {
@@ -804,7 +795,8 @@ async fn leader_failover_takes_over_within_the_lease_and_never_runs_a_task_id_tw
     h.patch("ha", json!({"spec": {"suspend": true}}));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pt = h.get("ha").await;
-    let expected = expected_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
+    let expected =
+        every_second_slot_ids(&pt, last_schedule(&pt.status.clone().unwrap_or_default()));
     let ran = h.executed_ids("ha");
     assert_unique(&ran);
     for id in &ran {

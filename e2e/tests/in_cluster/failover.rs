@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use celery_operator::api::periodic_task::PeriodicTask;
-use celery_operator::celery::task_id_for_slot;
-use celery_operator_e2e::{eventually, kubectl, ok};
-use chrono::{DateTime, TimeDelta, Utc};
-use kube::{Api, ResourceExt};
+use celery_operator_e2e::{eventually, every_second_slot_ids, kubectl, ok};
+use chrono::DateTime;
+use kube::Api;
 
 use super::support::{WAIT, apply, executed, redis_cache, release, setup, wait_ready, worker_pool};
 
@@ -19,19 +18,6 @@ const LEASE_SECONDS: u64 = 15;
 
 fn task_name(i: usize) -> String {
     format!("ha-{i:02}")
-}
-
-/// Slot task ids of an every-second task from its creation up to `last` (inclusive).
-fn slot_ids(pt: &PeriodicTask, last: DateTime<Utc>) -> Vec<String> {
-    let uid = pt.uid().expect("uid");
-    let created = pt.creation_timestamp().expect("created").0.as_second();
-    let mut slot = DateTime::from_timestamp(created, 0).expect("ts") + TimeDelta::seconds(1);
-    let mut ids = Vec::new();
-    while slot <= last {
-        ids.push(task_id_for_slot(&uid, &slot).expect("id").to_string());
-        slot += TimeDelta::seconds(1);
-    }
-    ids
 }
 
 /// Executions per task id.
@@ -127,7 +113,7 @@ pub(crate) async fn leader_pod_killed_standby_takes_over_every_slot_once() {
             .and_then(|s| s.last_schedule_time.as_ref())
             .expect("lastScheduleTime");
         let last = DateTime::from_timestamp_micros(last.0.as_microsecond()).expect("ts");
-        for id in slot_ids(&pt, last) {
+        for id in every_second_slot_ids(&pt, last) {
             if !ran.contains_key(&id) {
                 missing.push(format!("{}: {id}", task_name(i)));
             }
