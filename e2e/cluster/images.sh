@@ -47,11 +47,13 @@ inputs() {
     redis) echo "base $SUITE $MIRROR minbase; packages $(packages redis)" ;;
     celery-app)
       echo "base $SUITE $MIRROR minbase; packages $(packages celery-app)"
+      declare -f pip_install celery_command
       cat "$repo/e2e/requirements.txt"
       (cd "$repo/e2e/app" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha256sum)
       ;;
     django-site)
       echo "base $SUITE $MIRROR minbase; packages $(packages django-site)"
+      declare -f pip_install celery_command
       (cd "$repo/examples/django-site" && django_site_files | xargs sha256sum)
       ;;
     operator)
@@ -116,6 +118,12 @@ pip_install() {
   rm -rf "${root:?}$target/bin"
 }
 
+# celery_command ROOTFS: `celery` on the PATH, as pip installs it (a WorkerPool runs `celery`).
+celery_command() {
+  printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$1/usr/local/bin/celery"
+  chmod 0755 "$1/usr/local/bin/celery"
+}
+
 # --- build_pause
 fill_pause() {
   local root=$1
@@ -160,8 +168,7 @@ fill_celery_app() {
   pip_install "$root" "$repo/e2e/requirements.txt" /opt/celery/site-packages
   mkdir -p "$root/app"
   cp "$repo"/e2e/app/*.py "$root/app/"
-  printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
-  chmod 0755 "$root/usr/local/bin/celery"
+  celery_command "$root"
   # The app imports with the image's Python, or the image is not built.
   chroot "$root" env PYTHONPATH=/app:/opt/celery/site-packages sh -c 'cd /app && python3 -c "import tasks, celery.bin.celery"' ||
     die "celery-app: the test app does not import in the image"
@@ -191,9 +198,7 @@ fill_django_site() {
     install -D -m 0644 "$repo/examples/django-site/$f" "$root/app/$f"
   done
   rm -f "$root/app/requirements.txt"
-  # The WorkerPool runs `celery -A site_project worker ...`.
-  printf '#!/bin/sh\nexec python3 -m celery "$@"\n' >"$root/usr/local/bin/celery"
-  chmod 0755 "$root/usr/local/bin/celery"
+  celery_command "$root"
   # The site imports, passes Django's checks and migrates (in memory) with the image's
   # Python, and the SMTP sink and gunicorn import, or the image is not built.
   chroot "$root" env PYTHONPATH=/app:/opt/site/site-packages PYTHONDONTWRITEBYTECODE=1 \

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::{image, kubeconfig_path, kubectl, ok, repo_root};
+use crate::{eventually, image, kubeconfig_path, kubectl, ok, repo_root};
 
 /// Runs helm with the test kubeconfig.
 pub fn helm(args: &[&str]) -> Output {
@@ -27,17 +27,26 @@ pub fn chart() -> String {
         .to_string()
 }
 
-/// The operator installed in the cluster by `helm install` with the chart's defaults (two
-/// replicas, leader election, cluster-wide RBAC), only the image set to the locally built
-/// one. Uninstalled, and its namespace deleted, when dropped.
+/// A release of the chart: its name and namespace.
 pub struct Release {
     pub name: String,
     pub namespace: String,
 }
 
+/// A release `helm install` made; uninstalled, and its namespace deleted, when dropped.
+pub struct Installed(pub Release);
+
+impl std::ops::Deref for Installed {
+    type Target = Release;
+    fn deref(&self) -> &Release {
+        &self.0
+    }
+}
+
 impl Release {
-    /// `helm install --wait` of the chart; `extra` are further `--set k=v` values.
-    pub fn install(name: &str, namespace: &str, extra: &[&str]) -> Self {
+    /// `helm install --wait` of the chart with its defaults (two replicas, leader election,
+    /// cluster-wide RBAC, the webhook), only the image set to the locally built one.
+    pub fn install(self) -> Installed {
         let operator = image("operator");
         let (repository, tag) = operator
             .rsplit_once(':')
@@ -45,12 +54,12 @@ impl Release {
         let repository = format!("image.repository={repository}");
         let tag = format!("image.tag={tag}");
         let chart = chart();
-        let mut args = vec![
+        ok(helm(&[
             "install",
-            name,
+            &self.name,
             chart.as_str(),
             "--namespace",
-            namespace,
+            &self.namespace,
             "--create-namespace",
             "--set",
             &repository,
@@ -59,16 +68,8 @@ impl Release {
             "--wait",
             "--timeout",
             "180s",
-        ];
-        for v in extra {
-            args.extend(["--set", v]);
-        }
-        let release = Self {
-            name: name.into(),
-            namespace: namespace.into(),
-        };
-        ok(helm(&args));
-        release
+        ]));
+        Installed(self)
     }
 
     /// The label selector of the operator's pods.
@@ -94,7 +95,7 @@ impl Release {
         }
     }
 
-    /// The operator pods' logs (every container that ran, the previous one included).
+    /// What the operator pods running now have logged (empty when there are none).
     pub fn logs(&self) -> String {
         let out = kubectl(&[
             "logs",
@@ -109,24 +110,16 @@ impl Release {
     }
 
     /// Waits (up to `timeout`) until some pod holds the Lease, and returns it.
-    pub fn wait_leader(&self, timeout: Duration) -> String {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let leader = self.leader();
-            if !leader.is_empty() {
-                return leader;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no operator pod took the Lease {} in {timeout:?}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    pub async fn wait_leader(&self, timeout: Duration) -> String {
+        let what = format!("an operator pod to hold the Lease {}", self.name);
+        eventually(timeout, &what, || async {
+            Some(self.leader()).filter(|l| !l.is_empty())
+        })
+        .await
     }
 }
 
-impl Drop for Release {
+impl Drop for Installed {
     fn drop(&mut self) {
         let out = helm(&[
             "uninstall",

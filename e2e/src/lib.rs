@@ -27,6 +27,16 @@ pub fn kubeconfig_path() -> PathBuf {
     }
 }
 
+/// Where the tests' logs and failure reports go (beside the test kubeconfig), created.
+pub fn logs_dir() -> PathBuf {
+    let dir = kubeconfig_path()
+        .parent()
+        .map(|p| p.join("logs"))
+        .unwrap_or_else(|| ".".into());
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// Root of the repository (for `crds/`, `deploy/`).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -160,28 +170,18 @@ impl TestNamespace {
         let mut report = text(&["get", "celery,all,pvc", "-n", ns, "-o", "wide"]);
         report += &text(&["get", "celery", "-n", ns, "-o", "yaml"]);
         report += &text(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
-        let operator = kubectl(&[
-            "logs",
-            "-n",
-            "celery-operator",
-            "-l",
-            "app.kubernetes.io/name=celery-operator",
-            "--tail=-1",
-            "--prefix",
-        ]);
-        report += &String::from_utf8_lossy(&operator.stdout)
+        let operator = chart::Release {
+            name: "celery-operator".into(),
+            namespace: "celery-operator".into(),
+        };
+        report += &operator
+            .logs()
             .lines()
             .filter(|l| l.contains(ns))
             .collect::<Vec<_>>()
             .join("\n");
-        let path = kubeconfig_path()
-            .parent()
-            .map(|p| p.join("logs"))
-            .unwrap_or_else(|| ".".into())
-            .join(format!("{ns}.failed.txt"));
-        if std::fs::create_dir_all(path.parent().unwrap_or(&path)).is_ok()
-            && std::fs::write(&path, report).is_ok()
-        {
+        let path = logs_dir().join(format!("{ns}.failed.txt"));
+        if std::fs::write(&path, report).is_ok() {
             eprintln!("what {ns} held when the test failed: {}", path.display());
         }
     }

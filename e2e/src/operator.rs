@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::{kubeconfig_path, repo_root};
+use crate::{kubeconfig_path, logs_dir, repo_root};
 
 /// A running `celery-operator run`; killed (SIGKILL, like a crash) when dropped.
 pub struct Operator {
@@ -37,12 +37,7 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra arguments to `run` and environment variables.
     pub fn start_with(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = kubeconfig_path()
-            .parent()
-            .map(|p| p.join("logs"))
-            .unwrap_or_else(|| PathBuf::from("."));
-        std::fs::create_dir_all(&dir).expect("log dir");
-        let log = dir.join(format!("operator-{namespace}.log"));
+        let log = logs_dir().join(format!("operator-{namespace}.log"));
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

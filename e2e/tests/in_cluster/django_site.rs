@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use serde_json::{Value, json};
 
-use super::support::{WAIT, apply, redis_cli, setup, wait_ready, worker_pods};
+use super::support::{WAIT, apply, marked, redis_cli, setup, wait_ready, worker_pods};
 
 /// The example's manifest, applied as its README says (images substituted).
 const MANIFEST: &str = "examples/django-site/k8s/site.yaml";
@@ -99,11 +99,6 @@ async fn site_client(client: &Client, ns: &str, name: &str, args: &[&str]) -> St
         }]}
     }));
     run_script(client, ns, pod, "Succeeded").await
-}
-
-/// What follows `marker` on its line of `logs`.
-fn marked<'a>(logs: &'a str, marker: &str) -> Option<&'a str> {
-    logs.lines().find_map(|l| l.strip_prefix(marker))
 }
 
 fn logs_of(ns: &str, object: &str) -> String {

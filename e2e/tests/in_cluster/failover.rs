@@ -59,7 +59,7 @@ pub(crate) async fn leader_pod_killed_standby_takes_over_every_slot_once() {
     .await;
 
     let release = release();
-    let leader = release.wait_leader(WAIT);
+    let leader = release.wait_leader(WAIT).await;
     ok(kubectl(&[
         "delete",
         "pod",

@@ -18,7 +18,6 @@ mod workers;
 use std::future::Future;
 use std::process::ExitCode;
 
-use celery_operator_e2e::chart::Release;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Release and namespace of the chart under test.
@@ -141,7 +140,7 @@ fn main() -> ExitCode {
         .collect();
     let wanted = trials.iter().any(|t| selected(&args, t.name()));
     // Installed only when a test of it runs (`--list` and filtered-out runs skip the chart).
-    let release = (wanted && !args.list).then(|| Release::install(RELEASE, RELEASE_NAMESPACE, &[]));
+    let release = (wanted && !args.list).then(|| support::release().install());
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed()
         && let Some(release) = &release

@@ -8,12 +8,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use super::support::{
-    WAIT, apply, client_pod, redis_cache, redis_cli, redis_pod, setup, wait_ready,
+    WAIT, apply, client_pod, marked, redis_cache, redis_cli, redis_pod, setup, wait_ready,
 };
 
 fn line<'a>(logs: &'a str, marker: &str) -> &'a str {
-    logs.lines()
-        .find_map(|l| l.strip_prefix(marker))
+    marked(logs, marker)
         .unwrap_or_else(|| panic!("no line {marker:?} in:\n{logs}"))
         .trim()
 }

@@ -18,12 +18,17 @@ use super::{RELEASE, RELEASE_NAMESPACE};
 /// Real pods need longer than kwok's: images unpack, Redis loads, Celery imports.
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
 
-/// The release `main` installed (not uninstalled by this handle: `forget` it).
-pub(crate) fn release() -> std::mem::ManuallyDrop<Release> {
-    std::mem::ManuallyDrop::new(Release {
+/// The release `main` installs for every test.
+pub(crate) fn release() -> Release {
+    Release {
         name: RELEASE.into(),
         namespace: RELEASE_NAMESPACE.into(),
-    })
+    }
+}
+
+/// What follows `marker` on its line of a client pod's log.
+pub(crate) fn marked<'a>(logs: &'a str, marker: &str) -> Option<&'a str> {
+    logs.lines().find_map(|l| l.strip_prefix(marker))
 }
 
 /// A client and a namespace whose pods run on the real node.
@@ -137,12 +142,7 @@ pub(crate) async fn worker_pods(client: &Client, ns: &str, pool: &str) -> Vec<Po
 
 /// Saves the operator pods' logs next to the test logs, for a failed run.
 pub(crate) fn save_operator_logs(release: &Release) {
-    let dir = celery_operator_e2e::kubeconfig_path()
-        .parent()
-        .map(|p| p.join("logs"))
-        .unwrap_or_else(|| ".".into());
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join("in-cluster-operator.log");
+    let path = celery_operator_e2e::logs_dir().join("in-cluster-operator.log");
     if std::fs::write(&path, release.logs()).is_ok() {
         eprintln!("operator pods' logs: {}", path.display());
     }
@@ -157,7 +157,7 @@ pub(crate) async fn operator_replicas_run_from_the_chart_and_elect_one_leader() 
         (ready.len() == 2).then_some(ready)
     })
     .await;
-    let leader = release.wait_leader(WAIT);
+    let leader = release.wait_leader(WAIT).await;
     let names: Vec<&str> = running
         .iter()
         .filter_map(|p| p.metadata.name.as_deref())
