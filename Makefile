@@ -73,5 +73,5 @@ test: ## Everything CI runs: deps, lint, check-generated, harness-check, standal
 	@e2e/test.sh
 
 .PHONY: demo
-demo: deps ## Local demo: control plane, CRDs, the operator and the samples
-	e2e/demo.sh
+demo: deps ## Local demo on a real node (EXAMPLE=django-site: the example Django site)
+	EXAMPLE=$(EXAMPLE) e2e/demo.sh

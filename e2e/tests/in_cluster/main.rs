@@ -121,14 +121,10 @@ fn main() -> ExitCode {
             "real_node_in_cluster_fixed_pool_of_the_same_size_drains_the_same_burst_once",
             autoscaling::a_fixed_pool_of_the_same_size_drains_the_same_burst_once,
         ),
-        // Ignored until a defect it found is fixed: a PeriodicTask whose first broker
-        // connection is refused (the RedisCache's Service not routed yet) and whose next slot
-        // is an hour away stays Ready=False "Unreachable" for minutes (issue 15's note).
         trial(
             "real_node_in_cluster_django_site_serves_its_cached_ranking_and_mails_after_a_retry",
             django_site::django_site_serves_its_cached_ranking_refreshed_on_schedule_and_mails_after_a_retry,
-        )
-        .with_ignored_flag(true),
+        ),
         trial(
             "real_node_in_cluster_leader_pod_killed_standby_takes_over_every_slot_once",
             failover::leader_pod_killed_standby_takes_over_every_slot_once,

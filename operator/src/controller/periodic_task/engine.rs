@@ -275,9 +275,11 @@ async fn run_loop(
                 if !probe {
                     let at = entry.timer_after_firing(Utc::now(), shared.lead());
                     arm(&mut timers, entry, at, &key);
-                    if entry.failing() {
-                        watched.start(&entry.job.url, &shared, &back_tx);
-                    }
+                }
+                // Watched after a failed probe too: else a task whose next slot is an hour
+                // away would show Unreachable for that hour.
+                if entry.broker_unreachable() {
+                    watched.start(&entry.job.url, &shared, &back_tx);
                 }
                 let _ = reports.send(entry.report(&key, events));
             }
@@ -285,8 +287,18 @@ async fn run_loop(
                 watched.stop(&url);
                 let now = Utc::now();
                 for (key, entry) in entries.iter_mut() {
-                    if entry.job.url == url && entry.failing() && !entry.busy {
-                        arm(&mut timers, entry, Some(now), key);
+                    if entry.job.url != url {
+                        continue;
+                    }
+                    if entry.failing() {
+                        if !entry.busy {
+                            arm(&mut timers, entry, Some(now), key);
+                        }
+                    } else if entry.broker_unreachable() {
+                        // Only its probe had failed: the watcher's PING answers for it.
+                        let answered = Fired::new(key.clone(), entry.job.plan.uid.clone(), true, RunState::default());
+                        let events = entry.absorb(answered);
+                        let _ = reports.send(entry.report(key, events));
                     }
                 }
             }
@@ -329,8 +341,12 @@ mod tests {
     }
 
     fn job(name: &str, url: &BrokerUrl) -> Job {
+        job_every(name, url, "1s")
+    }
+
+    fn job_every(name: &str, url: &BrokerUrl, every: &str) -> Job {
         let spec = serde_json::from_value(serde_json::json!({
-            "task": "a.b", "schedule": {"every": "1s"}, "broker": {"redisCache": "r"},
+            "task": "a.b", "schedule": {"every": every}, "broker": {"redisCache": "r"},
         }))
         .expect("spec");
         let mut pt = crate::api::PeriodicTask::new(name, spec);
@@ -377,6 +393,30 @@ mod tests {
                 seen.insert(r.key);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_broker_down_at_first_sight_is_reported_reachable_when_it_answers_not_at_the_next_slot()
+     {
+        let mut server = Server::start().await;
+        server.stop();
+        let (tx, mut reports) = mpsc::unbounded_channel();
+        let engine = Engine::start(tx, None);
+        let keys = vec!["ns/hourly".to_string()];
+        engine.upsert(keys[0].clone(), job_every("hourly", &server.url, "1h"));
+        until_all(&mut reports, &keys, |b| {
+            matches!(b, BrokerState::Unreachable(_))
+        })
+        .await;
+        server.restart().await;
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            until_all(&mut reports, &keys, |b| *b == BrokerState::Reachable),
+        )
+        .await
+        .expect(
+            "Reachable within 3 s of the broker's return, though the next slot is an hour away",
+        );
     }
 
     #[tokio::test]

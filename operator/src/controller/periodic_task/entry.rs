@@ -94,6 +94,10 @@ impl Entry {
         self.failures > 0
     }
 
+    pub(crate) fn broker_unreachable(&self) -> bool {
+        matches!(self.broker, BrokerState::Unreachable(_))
+    }
+
     /// A run-now value not acted on yet.
     pub(crate) fn run_now_pending(&self) -> Option<String> {
         match (&self.job.run_now, &self.runs.last_run_now) {
@@ -171,7 +175,7 @@ impl Entry {
         }
         match fired.error {
             None => {
-                if matches!(self.broker, BrokerState::Unreachable(_)) {
+                if self.broker_unreachable() {
                     events.push(Notice {
                         type_: EventType::Normal,
                         reason: "BrokerReachable",
@@ -185,7 +189,7 @@ impl Entry {
             }
             Some(FireError::Broker(err)) => {
                 let text = err.to_string();
-                if !matches!(self.broker, BrokerState::Unreachable(_)) {
+                if !self.broker_unreachable() {
                     events.push(Notice {
                         type_: EventType::Warning,
                         reason: "BrokerUnreachable",
