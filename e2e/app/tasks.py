@@ -21,6 +21,10 @@ app.conf.update(
     enable_utc=True,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
+    # With a result backend (CELERY_RESULT_BACKEND): STARTED is written, and each value
+    # carries its attempt (`retries`), as the operator's outcome tests read them.
+    task_track_started=True,
+    result_extended=True,
 )
 
 # The kombu transport option that prefixes every key and channel, for tests of non-default
@@ -75,3 +79,17 @@ def add(x, y):
 def sleep(seconds):
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def fail(what):
+    raise ValueError(f"bad input {what!r}")
+
+
+@app.task(bind=True, max_retries=3)
+def flaky(self, attempts_failing):
+    """Refused like the mail task's first SMTP attempts: retries until `attempts_failing`
+    attempts failed, then succeeds (or fails for good once max_retries is spent)."""
+    if self.request.retries < attempts_failing:
+        raise self.retry(exc=ConnectionError("smtp refused"), countdown=1)
+    return self.request.retries

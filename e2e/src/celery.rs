@@ -28,7 +28,24 @@ impl CeleryWorker {
     /// A worker of the test app on `queues` (comma-separated) of the broker at `url`:
     /// threads pool, no gossip, mingle or heartbeats, so it starts fast; a unique name.
     pub fn on_queues(url: &str, queues: &str) -> Self {
-        let env = BTreeMap::from([("CELERY_BROKER_URL".to_string(), url.to_string())]);
+        Self::with_env(
+            queues,
+            BTreeMap::from([("CELERY_BROKER_URL".to_string(), url.to_string())]),
+        )
+    }
+
+    /// Like [`Self::on_queues`], writing results to `results` (`CELERY_RESULT_BACKEND`).
+    pub fn with_result_backend(url: &str, results: &str, queues: &str) -> Self {
+        Self::with_env(
+            queues,
+            BTreeMap::from([
+                ("CELERY_BROKER_URL".to_string(), url.to_string()),
+                ("CELERY_RESULT_BACKEND".to_string(), results.to_string()),
+            ]),
+        )
+    }
+
+    fn with_env(queues: &str, env: BTreeMap<String, String>) -> Self {
         let name = format!("e2e-{}@%h", uuid::Uuid::new_v4().simple());
         let args: Vec<String> = [
             "-A",

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
+use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, TaskState};
 use celery_operator::controller::periodic_task::plan::run_now_task_id;
 use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
@@ -482,6 +482,220 @@ async fn sigkill_during_a_run_never_duplicates_and_catches_up_per_policy() {
     );
     let total = pt.status.as_ref().and_then(|s| s.total_runs);
     assert_eq!(total, Some(ran.len() as i64), "RunOnce totalRuns");
+}
+
+/// A spec that pushes `task(args)` on `every`, its outcomes read from the Secret `results`.
+fn with_results(task: &str, args: Value, every: &str) -> Value {
+    json!({
+        "task": task,
+        "args": args,
+        "schedule": {"every": every},
+        "broker": {"secretKeyRef": {"name": "broker", "key": "url"}},
+        "resultBackend": {"secretKeyRef": {"name": "results", "key": "url"}},
+    })
+}
+
+#[tokio::test]
+async fn how_each_run_ended_is_in_status_the_result_column_events_and_metrics() {
+    let h = Harness::new("pt-outcome").await;
+    // Results in db 1 of the same server, as a worker is usually configured.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "results"},
+        "stringData": {"url": h.redis.url(1)},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let _worker = CeleryWorker::with_result_backend(&h.redis.url(0), &h.redis.url(1), "celery");
+    let mut ok_spec = with_results("tasks.add", json!([2, 3]), "2s");
+    ok_spec["historyLimit"] = json!(3);
+    h.apply("ok", ok_spec);
+    // Refused twice, then accepted, as the mail task: hourly, run now.
+    h.apply("flaky", with_results("tasks.flaky", json!([2]), "1h"));
+    // Without a result backend nothing is read, and the condition says so.
+    h.apply("blind", every("blind", "1h"));
+
+    let succeeded = eventually(
+        Duration::from_secs(60),
+        "3 succeeded runs of ok",
+        || async {
+            let s = h.status("ok").await;
+            (s.recent_runs.len() == 3
+                && s.recent_runs
+                    .iter()
+                    .skip(1)
+                    .all(|r| r.state == TaskState::Success))
+            .then_some(s)
+        },
+    )
+    .await;
+    let newest = succeeded
+        .recent_runs
+        .iter()
+        .find(|r| r.state == TaskState::Success)
+        .expect("a success");
+    assert!(
+        newest.finish_time.is_some() && newest.duration.is_some(),
+        "{newest:?}"
+    );
+    let times: Vec<_> = succeeded
+        .recent_runs
+        .iter()
+        .map(|r| r.schedule_time.0)
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {times:?}"
+    );
+    assert_eq!(
+        h.condition("ok", "LastRunSucceeded").await,
+        Some(("True".into(), "Succeeded".into()))
+    );
+    // The ids in status are the runs the worker executed (read from the result keys).
+    let task_ids: Vec<String> = succeeded
+        .recent_runs
+        .iter()
+        .map(|r| r.task_id.clone())
+        .collect();
+    assert_unique(&task_ids);
+    let table = ok_kubectl_get(&h.ns.name);
+    assert!(
+        table.lines().next().unwrap_or_default().contains("RESULT"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ok "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("SUCCESS") || row.contains("PENDING"), "{row}");
+    eventually(
+        WAIT,
+        "the column to show a success with its duration",
+        || async {
+            let table = ok_kubectl_get(&h.ns.name);
+            table
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains("SUCCESS ") && l.contains('s'))
+                .then_some(())
+        },
+    )
+    .await;
+
+    h.apply("boom", with_results("tasks.fail", json!(["x=1"]), "3s"));
+    let boom = eventually(WAIT, "a failed run of boom", || async {
+        let s = h.status("boom").await;
+        s.recent_runs
+            .iter()
+            .any(|r| r.state == TaskState::Failure)
+            .then_some(s)
+    })
+    .await;
+    let failed = boom
+        .recent_runs
+        .iter()
+        .find(|r| r.state == TaskState::Failure)
+        .expect("failure");
+    assert_eq!(
+        failed.exception.as_deref(),
+        Some("ValueError: bad input 'x=1'")
+    );
+    assert_eq!(
+        h.condition("boom", "LastRunSucceeded").await,
+        Some(("False".into(), "Failed".into()))
+    );
+    eventually(WAIT, "FAILURE ValueError in the column", || async {
+        ok_kubectl_get(&h.ns.name)
+            .lines()
+            .any(|l| l.starts_with("boom ") && l.contains("FAILURE ValueError"))
+            .then_some(())
+    })
+    .await;
+    // One Warning per failed run, naming it (each its own event, not one series).
+    for failed in boom
+        .recent_runs
+        .iter()
+        .filter(|r| r.state == TaskState::Failure)
+    {
+        let events = eventually(WAIT, "the RunFailed event of each failed run", || async {
+            let e: Vec<Event> = h
+                .events("RunFailed")
+                .await
+                .into_iter()
+                .filter(|e| {
+                    e.message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .contains(&failed.task_id)
+                })
+                .collect();
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+        assert_eq!(events[0].count.unwrap_or(1), 1, "recorded once");
+    }
+
+    ok(kubectl(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "periodictask",
+        "flaky",
+        "celeryoperator.io/run-now=1",
+    ]));
+    // RETRY is seen while the run waits for its next attempt, then its final state.
+    eventually(WAIT, "flaky in RETRY", || async {
+        let s = h.status("flaky").await;
+        s.last_run
+            .filter(|r| r.state == TaskState::Retry)
+            .and_then(|r| r.exception)
+            .filter(|e| e == "ConnectionError: smtp refused")
+    })
+    .await;
+    let run = eventually(WAIT, "flaky to succeed on its third attempt", || async {
+        h.status("flaky")
+            .await
+            .last_run
+            .filter(|r| r.state == TaskState::Success)
+    })
+    .await;
+    assert_eq!(run.retries, Some(2), "{run:?}");
+    assert_eq!(
+        h.status("flaky")
+            .await
+            .last_result
+            .as_deref()
+            .map(|r| r.starts_with("SUCCESS ")),
+        Some(true)
+    );
+
+    assert_eq!(
+        h.condition("blind", "LastRunSucceeded").await,
+        Some(("Unknown".into(), "NoResultBackend".into()))
+    );
+    assert!(h.status("blind").await.recent_runs.is_empty());
+    let metric = |state: &str| {
+        h.operator
+            .metric(&format!(
+                "celery_operator_periodic_task_run_outcomes_total{{state=\"{state}\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    assert!(
+        metric("SUCCESS") >= 4.0 && metric("FAILURE") >= 1.0,
+        "{} {}",
+        metric("SUCCESS"),
+        metric("FAILURE")
+    );
+    h.assert_no_secret_leaked();
+}
+
+fn ok_kubectl_get(ns: &str) -> String {
+    ok(kubectl(&["get", "ptask", "-n", ns]))
 }
 
 #[tokio::test]

@@ -28,6 +28,11 @@ pub struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabels {
     pub namespace: String,
     pub name: String,
@@ -43,6 +48,8 @@ pub struct Metrics {
     pub schedule_lateness: Histogram,
     pub pushes: Counter,
     pub push_failures: Family<FailureLabels, Counter>,
+    /// Runs whose end the result backend told (or UNKNOWN), by final state.
+    pub run_outcomes: Family<StateLabels, Counter>,
     pub pool_backlog: Family<PoolLabels, Gauge>,
     pub pool_desired_replicas: Family<PoolLabels, Gauge>,
     pub leader: Gauge,
@@ -66,6 +73,7 @@ impl Default for Metrics {
         ]);
         let pushes = Counter::default();
         let push_failures = Family::<FailureLabels, Counter>::default();
+        let run_outcomes = Family::<StateLabels, Counter>::default();
         let pool_backlog = Family::<PoolLabels, Gauge>::default();
         let pool_desired_replicas = Family::<PoolLabels, Gauge>::default();
         let leader = Gauge::default();
@@ -96,6 +104,11 @@ impl Default for Metrics {
             push_failures.clone(),
         );
         registry.register(
+            "periodic_task_run_outcomes",
+            "Periodic task runs by the final state their result backend told",
+            run_outcomes.clone(),
+        );
+        registry.register(
             "pool_backlog",
             "Waiting plus in-flight tasks of an autoscaled WorkerPool",
             pool_backlog.clone(),
@@ -118,6 +131,7 @@ impl Default for Metrics {
             schedule_lateness,
             pushes,
             push_failures,
+            run_outcomes,
             pool_backlog,
             pool_desired_replicas,
             leader,
@@ -233,7 +247,16 @@ mod tests {
                 reason: "connect".into(),
             })
             .inc();
+        m.run_outcomes
+            .get_or_create(&StateLabels {
+                state: "SUCCESS".into(),
+            })
+            .inc();
         let text = m.render();
+        assert!(
+            text.contains("celery_operator_periodic_task_run_outcomes_total{state=\"SUCCESS\"} 1"),
+            "{text}"
+        );
         for name in documented {
             let family = name.strip_suffix("_total").unwrap_or(name);
             assert!(

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::shared::{BrokerRef, TransportOptionsSpec};
 use crate::celery::names::{QUEUE_NAME, TASK_NAME};
+pub use crate::celery::result::TaskState;
 
 /// Annotation whose every new value pushes one extra run at once (like
 /// `kubectl create job --from=cronjob/...`).
@@ -19,6 +20,13 @@ pub const RUN_NOW_ANNOTATION: &str = "celeryoperator.io/run-now";
 /// At most this many missed slots are pushed by `missedRunPolicy: RunAll` (the most recent
 /// ones); older missed slots are skipped.
 pub const RUN_ALL_CAP: usize = 100;
+
+/// Runs kept in `status.recentRuns` unless `historyLimit` says otherwise (a CronJob keeps 3
+/// successful and 1 failed Job).
+pub const DEFAULT_HISTORY_LIMIT: usize = 5;
+/// The most `historyLimit` may be: every run is a few hundred bytes of status, rewritten
+/// with each run.
+pub const MAX_HISTORY_LIMIT: usize = 20;
 
 /// A Celery task sent on an interval, a Celery crontab or a standard cron schedule.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
@@ -36,6 +44,7 @@ pub const RUN_ALL_CAP: usize = 100;
     printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
     printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextScheduleTime"}"#,
     printcolumn = r#"{"name":"Runs","type":"integer","jsonPath":".status.totalRuns"}"#,
+    printcolumn = r#"{"name":"Result","type":"string","jsonPath":".status.lastResult"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -76,7 +85,8 @@ pub struct PeriodicTaskSpec {
     /// Extra string headers; a worker sees them as `task.request.<name>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
-        "maxProperties" = 32,
+        // One less than a message may carry: the operator adds `periodic_task_name`.
+        "maxProperties" = crate::celery::validate::MAX_HEADERS - 1,
         "additionalProperties" = {"type": "string", "maxLength": crate::celery::validate::MAX_HEADER_VALUE_LEN}
     ))]
     pub headers: BTreeMap<String, String>,
@@ -111,6 +121,15 @@ pub struct PeriodicTaskSpec {
     /// its messages are never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport_options: Option<TransportOptionsSpec>,
+    /// The workers' result backend (their `CELERY_RESULT_BACKEND`), read for how each run
+    /// ended (`status.lastRun`, `recentRuns`, the `LastRunSucceeded` condition). Unset:
+    /// outcomes are not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_backend: Option<BrokerRef>,
+    /// Runs kept in `status.recentRuns`, newest first (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
+    pub history_limit: Option<i32>,
 }
 
 /// Exactly one of `every`, `crontab` or `cron`.
@@ -199,8 +218,43 @@ pub struct PeriodicTaskStatus {
     /// The value of the run-now annotation that was last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_now: Option<String>,
+    /// The newest run pushed and how it is doing (with `resultBackend` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<PeriodicTaskRun>,
+    /// The last runs, newest first, at most `historyLimit` (with `resultBackend` only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<PeriodicTaskRun>,
+    /// `lastRun` in a word or two: `SUCCESS 0.4s`, `FAILURE ValueError`, `PENDING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// One run of a PeriodicTask as its workers' result backend tells it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeriodicTaskRun {
+    /// The Celery task id (its result key is `celery-task-meta-<taskId>`).
+    pub task_id: String,
+    /// The slot it was pushed for; for a run-now request, when it was pushed.
+    pub schedule_time: Time,
+    /// PENDING until a worker writes a state; UNKNOWN when none is written within the
+    /// operator's wait (an expired result, `ignore_result`, a lost message).
+    pub state: TaskState,
+    /// When a worker finished it (`date_done`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// From `scheduleTime` to `finishTime`: the wait in the queue plus the run, e.g. `0.42s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// For FAILURE, RETRY and REVOKED: the exception's type and the first line of its
+    /// message, at most 200 characters. Never the arguments or the traceback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exception: Option<String>,
+    /// Retries so far (with the workers' `result_extended` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<i64>,
 }
 
 fn json_array(_: &mut SchemaGenerator) -> Schema {

@@ -14,6 +14,7 @@ pub(crate) mod message;
 pub(crate) mod names;
 mod python;
 pub(crate) mod queue;
+pub(crate) mod result;
 pub(crate) mod stamp;
 pub(crate) mod task_id;
 pub(crate) mod validate;

@@ -119,6 +119,24 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish_on(obj, None, type_, reason, action, note)
+            .await;
+    }
+
+    /// Publishes an event on one part of `obj` (a `fieldPath` such as
+    /// `status.recentRuns{<task id>}`, as the kubelet names a container): events on different
+    /// parts are recorded apart instead of counted into one series.
+    pub async fn publish_on<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        field_path: Option<String>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let mut regarding = obj.object_ref(&());
+        regarding.field_path = field_path;
         let event = Event {
             type_,
             reason: reason.into(),
@@ -126,7 +144,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&event, &regarding).await {
             tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or_default(), error = %err, "could not publish event");
         }
     }

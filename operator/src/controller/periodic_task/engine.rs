@@ -78,6 +78,16 @@ pub struct Report {
     /// A message that could not be built (it is never pushed).
     pub message_error: Option<String>,
     pub events: Vec<Notice>,
+    /// The runs this firing pushed (or found pushed by another replica), oldest first.
+    pub pushed: Vec<PushedRun>,
+}
+
+/// One run in the broker: its task id, and the slot it is for (for a run-now request, when
+/// it was pushed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PushedRun {
+    pub task_id: String,
+    pub due: DateTime<Utc>,
 }
 
 /// An event to record on the PeriodicTask.
@@ -264,13 +274,14 @@ async fn run_loop(
                     }
                 }
             }
-            Some(fired) = done_rx.recv() => {
+            Some(mut fired) = done_rx.recv() => {
                 let key = fired.key.clone();
                 let Some(entry) = entries.get_mut(&key) else { continue };
                 if entry.job.plan.uid != fired.uid {
                     continue;
                 }
                 let probe = fired.probe;
+                let pushed = std::mem::take(&mut fired.pushed);
                 let events = entry.absorb(fired);
                 if !probe {
                     let at = entry.timer_after_firing(Utc::now(), shared.lead());
@@ -281,7 +292,9 @@ async fn run_loop(
                 if entry.broker_unreachable() {
                     watched.start(&entry.job.url, &shared, &back_tx);
                 }
-                let _ = reports.send(entry.report(&key, events));
+                let mut report = entry.report(&key, events);
+                report.pushed = pushed;
+                let _ = reports.send(report);
             }
             Some(url) = back_rx.recv() => {
                 watched.stop(&url);

@@ -219,6 +219,7 @@ impl Entry {
             broker: self.broker.clone(),
             message_error: self.message_error.clone(),
             events,
+            pushed: Vec::new(),
         }
     }
 }

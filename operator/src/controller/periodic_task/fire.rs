@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use super::engine::{Job, Key, Shared, instant_of};
+use super::engine::{Job, Key, PushedRun, Shared, instant_of};
 use super::plan::run_now_task_id;
 use super::run_state::RunState;
 use super::slots::{self, MAX_DEDUPE_TTL};
@@ -36,6 +36,7 @@ pub(crate) struct Fired {
     pub(crate) message_error: Option<String>,
     /// Due slots were dropped by the policy or the deadline.
     pub(crate) skipped: bool,
+    pub(crate) pushed: Vec<PushedRun>,
 }
 
 impl Fired {
@@ -48,6 +49,7 @@ impl Fired {
             error: None,
             message_error: None,
             skipped: false,
+            pushed: Vec::new(),
         }
     }
 }
@@ -125,6 +127,10 @@ async fn push_due(
                 count(shared, published.outcome, None, acked);
                 out.runs.total_runs = published.runs;
                 out.runs.last_task_id = Some(id.to_string());
+                out.pushed.push(PushedRun {
+                    task_id: id.to_string(),
+                    due: now,
+                });
             }
             Err(e) => out.message_error = Some(e.to_string()),
         }
@@ -173,6 +179,10 @@ async fn push_due(
             count(shared, published.outcome, Some(slot), acked);
             out.runs.total_runs = published.runs;
             out.runs.last_task_id = Some(id.to_string());
+            out.pushed.push(PushedRun {
+                task_id: id.to_string(),
+                due: slot,
+            });
         }
         out.runs.last_slot = Some(slot);
     }

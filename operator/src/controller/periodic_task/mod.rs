@@ -8,7 +8,9 @@
 pub mod engine;
 mod entry;
 mod fire;
+pub(crate) mod outcomes;
 pub mod plan;
+pub(crate) mod run_history;
 pub mod run_state;
 pub(crate) mod slots;
 pub mod stats;
@@ -26,8 +28,9 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
 
 use self::engine::{Engine, Job, Key, Report};
+use self::outcomes::Outcomes;
 use self::run_state::RunState;
-use self::status::Seen;
+use self::status::{Results, Seen};
 use self::status_writer::{Observation, StatusWriter};
 use super::broker_ref::{self, ResolveError};
 use super::labels::namespace;
@@ -64,13 +67,16 @@ pub async fn run_with_engine(
     engine: Engine,
     reports: mpsc::UnboundedReceiver<Report>,
 ) {
+    let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+    let outcomes = Outcomes::start(outcomes_tx);
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        writer: Arc::new(StatusWriter::new(ctx.clone(), engine.clone())),
+        writer: Arc::new(StatusWriter::new(ctx.clone(), engine.clone(), outcomes)),
         engine,
         unreadable_since: Mutex::new(HashMap::new()),
     });
     tokio::spawn(consume_reports(state.writer.clone(), reports));
+    tokio::spawn(consume_outcomes(state.writer.clone(), outcomes_rx));
     tokio::spawn(watch_deletions(state.clone()));
     // Status writes (one per push) must not each trigger a reconcile: only spec changes
     // (generation) and the run-now annotation do, plus the periodic resync.
@@ -150,6 +156,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
                     schedule,
                     suspend: pt.spec.suspend.unwrap_or(false),
                     stale_broker: Some(err.to_string()),
+                    results: st.writer.results_of(&key),
                 };
                 st.writer
                     .observe(key, Observation::Reconciled(pt.clone(), seen))
@@ -162,9 +169,32 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
         }
     };
     st.readable(&key);
-    let suspend = plan.suspend;
+    let results = match &pt.spec.result_backend {
+        None => Results::NotSet,
+        Some(rb) => match broker_ref::resolve(&ctx.client, &ns, "spec.resultBackend", rb).await {
+            Ok(resolved) => Results::Read(resolved.url),
+            // Outcomes are not read, pushes go on.
+            Err(ResolveError::NotFound(message)) => Results::Unresolved(message),
+            Err(err) => {
+                let err = Error::from(err);
+                ctx.metrics
+                    .reconcile_failed("PeriodicTask", err.metric_label());
+                return Err(err);
+            }
+        },
+    };
+    let seen = Seen::Scheduled {
+        schedule,
+        suspend: plan.suspend,
+        stale_broker: None,
+        results,
+    };
+    // The writer knows the task before the engine can report a push of it.
+    let action = st
+        .reconciled(&pt, key.clone(), seen, Action::requeue(RESYNC))
+        .await;
     st.engine.upsert(
-        key.clone(),
+        key,
         Job {
             plan,
             url: resolved.url,
@@ -176,12 +206,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
             run_now: pt.annotations().get(RUN_NOW_ANNOTATION).cloned(),
         },
     );
-    let seen = Seen::Scheduled {
-        schedule,
-        suspend,
-        stale_broker: None,
-    };
-    st.reconciled(&pt, key, seen, Action::requeue(RESYNC)).await
+    action
 }
 
 impl State {
@@ -237,6 +262,18 @@ async fn consume_reports(writer: Arc<StatusWriter>, mut reports: mpsc::Unbounded
     while let Some(report) = reports.recv().await {
         writer
             .observe(report.key.clone(), Observation::Report(report))
+            .await;
+    }
+}
+
+/// What the result backends told becomes status (and events).
+async fn consume_outcomes(
+    writer: Arc<StatusWriter>,
+    mut outcomes: mpsc::UnboundedReceiver<outcomes::Outcome>,
+) {
+    while let Some(outcome) = outcomes.recv().await {
+        writer
+            .observe(outcome.key.clone(), Observation::Outcome(outcome))
             .await;
     }
 }

@@ -181,6 +181,25 @@ pub fn schedule_text(spec: &PeriodicTaskSpec) -> String {
     text
 }
 
+/// The header django-celery-beat sends, so tools that group runs by it work unchanged.
+pub const PERIODIC_TASK_NAME_HEADER: &str = "periodic_task_name";
+
+/// The spec's headers and `periodic_task_name: <namespace>/<name>`, unless the spec sets it
+/// (an imported beat entry keeps its original name there).
+fn headers(pt: &PeriodicTask) -> BTreeMap<String, String> {
+    let mut headers = pt.spec.headers.clone();
+    headers
+        .entry(PERIODIC_TASK_NAME_HEADER.into())
+        .or_insert_with(|| {
+            format!(
+                "{}/{}",
+                pt.metadata.namespace.as_deref().unwrap_or_default(),
+                pt.metadata.name.as_deref().unwrap_or_default()
+            )
+        });
+    headers
+}
+
 /// Builds the plan of `pt`, validating the schedule and a sample message, so a spec that
 /// could never produce a valid message is refused before anything is pushed.
 pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
@@ -235,7 +254,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         queue: spec.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
         priority,
         expires,
-        headers: spec.headers.clone(),
+        headers: headers(pt),
     };
     let transport = TransportOptionsSpec::resolve(spec.transport_options.as_ref());
     // A sample message: everything but the id and the slot is what every run sends.
@@ -287,6 +306,31 @@ mod tests {
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(s, 0).expect("ts")
+    }
+
+    #[test]
+    fn every_message_names_its_periodic_task_as_django_celery_beat_does_unless_the_spec_does() {
+        let mut pt = task("{task: a.b, schedule: {every: 10s}, broker: {redisCache: r}}");
+        pt.metadata.namespace = Some("shop".into());
+        let plan = build(&pt, at(1_900_000_000)).expect("plan");
+        let enc = plan
+            .encode_run(Uuid::nil(), at(1_900_000_010), at(1_900_000_010))
+            .expect("encode");
+        let msg = crate::celery::decode_envelope(&enc.envelope).expect("decode");
+        assert_eq!(
+            msg.headers[PERIODIC_TASK_NAME_HEADER],
+            serde_json::json!("shop/t")
+        );
+        // An imported beat entry keeps its original name.
+        let mut pt = task(
+            "{task: a.b, schedule: {every: 10s}, headers: {periodic_task_name: 'refresh ranking'}, broker: {redisCache: r}}",
+        );
+        pt.metadata.namespace = Some("shop".into());
+        let plan = build(&pt, at(1_900_000_000)).expect("plan");
+        assert_eq!(
+            plan.template.headers[PERIODIC_TASK_NAME_HEADER],
+            "refresh ranking"
+        );
     }
 
     #[test]

@@ -4,14 +4,29 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::engine::{BrokerState, Report};
+use super::outcomes::PENDING_UNKNOWN_AFTER;
+use super::run_history::{self, RunHistory};
 use super::run_state::RunState;
-use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
+use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, TaskState};
+use crate::broker::BrokerUrl;
 use crate::controller::conditions::{Conditioned, Observed, Status, merge};
 use crate::controller::time::to_time;
 
 pub(crate) const READY: &str = "Ready";
 pub(crate) const BROKER_REACHABLE: &str = "BrokerReachable";
 pub(crate) const SCHEDULE_VALID: &str = "ScheduleValid";
+pub(crate) const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+
+/// The result backend as reconcile resolved it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum Results {
+    /// `spec.resultBackend` is not set: outcomes are not read.
+    #[default]
+    NotSet,
+    Read(BrokerUrl),
+    /// It names nothing (the message says what).
+    Unresolved(String),
+}
 
 /// What the reconcile found.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +37,7 @@ pub(crate) enum Seen {
         schedule: String,
         suspend: bool,
         stale_broker: Option<String>,
+        results: Results,
     },
     /// The schedule (or time zone) does not parse; the message is the parser's.
     InvalidSchedule { schedule: String, message: String },
@@ -37,6 +53,7 @@ impl Default for Seen {
             schedule: String::new(),
             suspend: false,
             stale_broker: None,
+            results: Results::NotSet,
         }
     }
 }
@@ -52,6 +69,10 @@ impl Seen {
                 stale_broker: Some(message),
                 ..
             } => Some(("BrokerRefUnreadable", message.clone())),
+            Seen::Scheduled {
+                results: Results::Unresolved(message),
+                ..
+            } => Some(("ResultBackendNotFound", message.clone())),
             Seen::Scheduled { .. } => None,
         }
     }
@@ -63,6 +84,7 @@ pub(crate) fn build(
     old: PeriodicTaskStatus,
     seen: &Seen,
     report: Option<&Report>,
+    history: &RunHistory,
     now: Timestamp,
 ) -> PeriodicTaskStatus {
     let uid = pt.metadata.uid.as_deref().unwrap_or_default();
@@ -142,6 +164,7 @@ pub(crate) fn build(
             Ok(()) => Observed::new(SCHEDULE_VALID, true, "Valid", "the schedule parses"),
             Err(m) => Observed::new(SCHEDULE_VALID, false, "InvalidSchedule", m.clone()),
         },
+        last_run_succeeded(seen, history),
     ];
     let scheduled = matches!(seen, Seen::Scheduled { .. });
     let mut status = PeriodicTaskStatus {
@@ -162,7 +185,88 @@ pub(crate) fn build(
     } else if !scheduled {
         status.next_schedule_time = None;
     }
+    if !matches!(
+        seen,
+        Seen::Scheduled {
+            results: Results::Unresolved(_),
+            ..
+        }
+    ) {
+        status.recent_runs = history.runs().to_vec();
+        status.last_run = status.recent_runs.first().cloned();
+        status.last_result = status.last_run.as_ref().map(run_history::summary);
+    }
     status
+}
+
+/// From the newest run that ended: a run still waiting or running changes nothing.
+fn last_run_succeeded(seen: &Seen, history: &RunHistory) -> Observed {
+    let c = |status, reason, message: String| {
+        Observed::new(LAST_RUN_SUCCEEDED, status, reason, message)
+    };
+    match seen {
+        Seen::Scheduled {
+            results: Results::NotSet,
+            ..
+        } => {
+            return c(
+                Status::Unknown,
+                "NoResultBackend",
+                "spec.resultBackend is not set: how runs end is not read".into(),
+            );
+        }
+        Seen::Scheduled {
+            results: Results::Unresolved(m),
+            ..
+        } => return c(Status::Unknown, "ResultBackendNotFound", m.clone()),
+        _ => {}
+    }
+    let Some(run) = history.last_finished() else {
+        return c(
+            Status::Unknown,
+            "NoRunFinished",
+            "no run has finished yet".into(),
+        );
+    };
+    let id = &run.task_id;
+    let exception = run.exception.as_deref().unwrap_or("no exception recorded");
+    match run.state {
+        TaskState::Success => c(
+            Status::True,
+            "Succeeded",
+            format!(
+                "run {id} succeeded {} after its slot",
+                run.duration.as_deref().unwrap_or("?")
+            ),
+        ),
+        TaskState::Failure => c(
+            Status::False,
+            "Failed",
+            format!("run {id} failed: {exception}"),
+        ),
+        TaskState::Revoked => c(
+            Status::False,
+            "Revoked",
+            format!("run {id} was revoked: {exception}"),
+        ),
+        _ => c(
+            Status::Unknown,
+            "NoResult",
+            format!(
+                "run {id}: no final state in the result backend (none within {} of its slot \
+                 means an expired result, ignore_result, or a lost message)",
+                humantime(PENDING_UNKNOWN_AFTER)
+            ),
+        ),
+    }
+}
+
+fn humantime(d: chrono::TimeDelta) -> String {
+    match d.num_seconds() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +298,7 @@ mod tests {
             broker,
             message_error: None,
             events: vec![],
+            pushed: vec![],
         }
     }
 
@@ -202,6 +307,7 @@ mod tests {
             schedule: "every 10s".into(),
             suspend: false,
             stale_broker: None,
+            results: Results::NotSet,
         }
     }
 
@@ -214,8 +320,10 @@ mod tests {
                 schedule: "every 10s".into(),
                 suspend: false,
                 stale_broker: Some("spec.broker.secretKeyRef: reading Secret b: 503".into()),
+                results: Results::NotSet,
             },
             Some(&report(BrokerState::Reachable)),
+            &RunHistory::default(),
             Timestamp::UNIX_EPOCH,
         );
         let c = condition(&s.conditions, READY);
@@ -234,6 +342,7 @@ mod tests {
             Default::default(),
             &scheduled(),
             Some(&report(BrokerState::Reachable)),
+            &RunHistory::default(),
             Timestamp::UNIX_EPOCH,
         );
         assert!(is_true(&s.conditions, READY));
@@ -253,6 +362,7 @@ mod tests {
             Default::default(),
             &scheduled(),
             Some(&report(BrokerState::Unreachable("cannot connect".into()))),
+            &RunHistory::default(),
             Timestamp::UNIX_EPOCH,
         );
         let c = condition(&s.conditions, BROKER_REACHABLE);
@@ -279,6 +389,7 @@ mod tests {
                 message: "invalid cron".into(),
             },
             None,
+            &RunHistory::default(),
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(s.total_runs, Some(3));
@@ -303,6 +414,7 @@ mod tests {
             Default::default(),
             &scheduled(),
             None,
+            &RunHistory::default(),
             Timestamp::UNIX_EPOCH,
         );
         let c = condition(&s.conditions, BROKER_REACHABLE);
@@ -311,5 +423,115 @@ mod tests {
             ("Unknown", "Connecting")
         );
         assert_eq!(condition(&s.conditions, READY).status, "False");
+    }
+
+    fn with_results() -> Seen {
+        Seen::Scheduled {
+            schedule: "every 10s".into(),
+            suspend: false,
+            stale_broker: None,
+            results: Results::Read(BrokerUrl::new("redis://r:6379/1")),
+        }
+    }
+
+    fn run_meta(
+        state: TaskState,
+        done_ms: i64,
+        exception: Option<&str>,
+    ) -> crate::celery::result::ResultMeta {
+        crate::celery::result::ResultMeta {
+            state,
+            date_done: DateTime::from_timestamp_millis(done_ms),
+            exception: exception.map(str::to_string),
+            retries: None,
+        }
+    }
+
+    #[test]
+    fn without_a_result_backend_the_condition_says_outcomes_are_not_read() {
+        let s = build(
+            &pt(),
+            Default::default(),
+            &scheduled(),
+            Some(&report(BrokerState::Reachable)),
+            &RunHistory::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        let c = condition(&s.conditions, LAST_RUN_SUCCEEDED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "NoResultBackend")
+        );
+        assert_eq!((s.last_run, s.last_result), (None, None));
+    }
+
+    #[test]
+    fn the_newest_finished_run_decides_last_run_succeeded_and_the_newest_run_the_column() {
+        let mut history = RunHistory::default();
+        let slot = |s| DateTime::from_timestamp(s, 0).expect("ts");
+        history.pushed("failed", slot(1_900_000_000), 5);
+        history.observe(
+            "failed",
+            Some(&run_meta(
+                TaskState::Failure,
+                1_900_000_000_300,
+                Some("ValueError: bad input"),
+            )),
+        );
+        history.pushed("waiting", slot(1_900_000_010), 5);
+        let s = build(
+            &pt(),
+            Default::default(),
+            &with_results(),
+            Some(&report(BrokerState::Reachable)),
+            &history,
+            Timestamp::UNIX_EPOCH,
+        );
+        // The column shows the newest run; the condition the newest that ended.
+        assert_eq!(s.last_result.as_deref(), Some("PENDING"));
+        assert_eq!(
+            s.last_run.as_ref().map(|r| r.task_id.as_str()),
+            Some("waiting")
+        );
+        assert_eq!(s.recent_runs.len(), 2);
+        let c = condition(&s.conditions, LAST_RUN_SUCCEEDED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Failed"));
+        assert!(c.message.contains("ValueError: bad input"), "{}", c.message);
+        assert!(
+            is_true(&s.conditions, READY),
+            "a failed run does not make the task unready"
+        );
+        history.observe(
+            "waiting",
+            Some(&run_meta(TaskState::Success, 1_900_000_010_400, None)),
+        );
+        let s = build(
+            &pt(),
+            s,
+            &with_results(),
+            Some(&report(BrokerState::Reachable)),
+            &history,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(is_true(&s.conditions, LAST_RUN_SUCCEEDED));
+        assert_eq!(s.last_result.as_deref(), Some("SUCCESS 0.40s"));
+        // A backend that names nothing keeps what was known and says why.
+        let unresolved = Seen::Scheduled {
+            schedule: "every 10s".into(),
+            suspend: false,
+            stale_broker: None,
+            results: Results::Unresolved("RedisCache results not found".into()),
+        };
+        let kept = build(
+            &pt(),
+            s.clone(),
+            &unresolved,
+            Some(&report(BrokerState::Reachable)),
+            &RunHistory::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(kept.recent_runs, s.recent_runs);
+        let c = condition(&kept.conditions, LAST_RUN_SUCCEEDED);
+        assert_eq!(c.reason, "ResultBackendNotFound");
     }
 }

@@ -12,10 +12,13 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::engine::{Engine, Key, Report};
-use super::status::{self, Seen};
-use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus};
+use super::outcomes::{Outcome, Outcomes, Run};
+use super::run_history::{self, RunHistory};
+use super::status::{self, Results, Seen};
+use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, TaskState};
 use crate::controller::apply::write_status;
 use crate::controller::{Context, Error};
+use crate::metrics::StateLabels;
 
 /// Status writes per second over all tasks. Every write costs the API server, etcd and
 /// every watcher; under load writes coalesce (latest wins), so a status lags a little
@@ -28,12 +31,15 @@ pub(crate) enum Observation {
     Reconciled(Arc<PeriodicTask>, Seen),
     /// What the engine did.
     Report(Report),
+    /// What a result backend told of a run.
+    Outcome(Outcome),
 }
 
 /// Shared by reconciles, the report consumer and the per-task writers.
 pub(crate) struct StatusWriter {
     ctx: Arc<Context>,
     engine: Engine,
+    outcomes: Outcomes,
     cells: Mutex<HashMap<Key, Cell>>,
     writes: TokenBucket,
 }
@@ -43,16 +49,114 @@ struct Cell {
     obj: Arc<PeriodicTask>,
     seen: Seen,
     report: Option<Report>,
+    history: RunHistory,
     written: Option<PeriodicTaskStatus>,
     writing: bool,
     dirty: bool,
+    failure_events: EventBudget,
+}
+
+impl Cell {
+    fn new(obj: Arc<PeriodicTask>) -> Self {
+        Self {
+            history: RunHistory::from_status(obj.status.as_ref()),
+            obj,
+            seen: Seen::default(),
+            report: None,
+            written: None,
+            writing: false,
+            dirty: false,
+            failure_events: EventBudget::default(),
+        }
+    }
+
+    fn uid(&self) -> &str {
+        self.obj.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    fn results(&self) -> Option<&crate::broker::BrokerUrl> {
+        match &self.seen {
+            Seen::Scheduled {
+                results: Results::Read(url),
+                ..
+            } => Some(url),
+            _ => None,
+        }
+    }
+
+    /// Follows every run the backend has not told the end of.
+    fn follow_unfinished(&self, key: &Key, outcomes: &Outcomes) {
+        let Some(url) = self.results() else { return };
+        for (task_id, due) in self.history.unfinished() {
+            outcomes.follow(
+                url.clone(),
+                Run {
+                    key: key.clone(),
+                    uid: self.uid().to_string(),
+                    task_id: task_id.to_string(),
+                    due,
+                },
+            );
+        }
+    }
+}
+
+/// RunFailed events one task may record at once, and how often one more is allowed: a task
+/// failing every few seconds must not fill etcd with events (client-go's spam filter does the
+/// same per object). Every failure is still in `recentRuns` and the outcome metric.
+const FAILURE_EVENT_BURST: f64 = 10.0;
+const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(60);
+
+/// A token bucket for one task's RunFailed events.
+#[derive(Debug)]
+struct EventBudget {
+    tokens: f64,
+    at: Option<std::time::Instant>,
+}
+
+impl Default for EventBudget {
+    fn default() -> Self {
+        Self {
+            tokens: FAILURE_EVENT_BURST,
+            at: None,
+        }
+    }
+}
+
+impl EventBudget {
+    /// Whether one more event may be recorded at `now`.
+    fn take(&mut self, now: std::time::Instant) -> bool {
+        if let Some(at) = self.at {
+            let refill =
+                now.saturating_duration_since(at).as_secs_f64() / FAILURE_EVENT_EVERY.as_secs_f64();
+            self.tokens = (self.tokens + refill).min(FAILURE_EVENT_BURST);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A Warning for a run that failed, once per run (within the budget above).
+fn failed_note(run: &crate::api::periodic_task::PeriodicTaskRun) -> String {
+    format!(
+        "run {} (slot {}) failed: {}",
+        run.task_id,
+        run.schedule_time.0,
+        run.exception.as_deref().unwrap_or("no exception recorded")
+    )
 }
 
 impl StatusWriter {
-    pub(crate) fn new(ctx: Arc<Context>, engine: Engine) -> Self {
+    pub(crate) fn new(ctx: Arc<Context>, engine: Engine, outcomes: Outcomes) -> Self {
         Self {
             ctx,
             engine,
+            outcomes,
             cells: Mutex::new(HashMap::new()),
             writes: TokenBucket::new(STATUS_WRITES_PER_SECOND),
         }
@@ -61,23 +165,39 @@ impl StatusWriter {
     /// Records an observation (and the events of what changed), then makes sure a writer
     /// runs for the task.
     pub(crate) async fn observe(self: &Arc<Self>, key: Key, observation: Observation) {
-        let (warn, events, obj, start_writer) = {
+        let (warn, events, run_failed, obj, start_writer) = {
             let Ok(mut cells) = self.cells.lock() else {
                 return;
             };
+            let mut run_failed = None;
             let (cell, warn, events) = match observation {
                 Observation::Reconciled(obj, seen) => {
-                    let cell = cells.entry(key.clone()).or_insert_with(|| Cell {
-                        obj: obj.clone(),
-                        seen: Seen::default(),
-                        report: None,
-                        written: None,
-                        writing: false,
-                        dirty: false,
-                    });
+                    let cell = cells
+                        .entry(key.clone())
+                        .or_insert_with(|| Cell::new(obj.clone()));
+                    if cell.uid() != obj.metadata.uid.as_deref().unwrap_or_default() {
+                        // Recreated under the same name: none of the old runs are its own.
+                        self.outcomes.forget(&key);
+                        *cell = Cell::new(obj.clone());
+                    }
                     cell.obj = obj;
                     let warn = (seen != cell.seen).then(|| seen.warning()).flatten();
+                    let results_before = cell.results().cloned();
                     cell.seen = seen;
+                    if matches!(
+                        &cell.seen,
+                        Seen::Scheduled {
+                            results: Results::NotSet,
+                            ..
+                        }
+                    ) {
+                        cell.history = RunHistory::default();
+                    }
+                    cell.history.truncate(run_history::limit(&cell.obj.spec));
+                    if cell.results() != results_before.as_ref() {
+                        self.outcomes.forget(&key);
+                        cell.follow_unfinished(&key, &self.outcomes);
+                    }
                     (cell, warn, Vec::new())
                 }
                 Observation::Report(mut report) => {
@@ -86,18 +206,81 @@ impl StatusWriter {
                         return;
                     };
                     let events = std::mem::take(&mut report.events);
+                    let pushed = std::mem::take(&mut report.pushed);
+                    if let Some(url) = cell.results().cloned()
+                        && cell.uid() == report.uid
+                    {
+                        let limit = run_history::limit(&cell.obj.spec);
+                        for run in pushed {
+                            if cell.history.pushed(&run.task_id, run.due, limit) {
+                                self.outcomes.follow(
+                                    url.clone(),
+                                    Run {
+                                        key: key.clone(),
+                                        uid: report.uid.clone(),
+                                        task_id: run.task_id,
+                                        due: run.due,
+                                    },
+                                );
+                            }
+                        }
+                    }
                     cell.report = Some(report);
                     (cell, None, events)
+                }
+                Observation::Outcome(outcome) => {
+                    let Some(cell) = cells.get_mut(&key) else {
+                        return;
+                    };
+                    if cell.uid() != outcome.uid {
+                        return;
+                    }
+                    let Some(run) = cell
+                        .history
+                        .observe(&outcome.task_id, outcome.meta.as_ref())
+                    else {
+                        return;
+                    };
+                    if run.state.is_final() {
+                        self.ctx
+                            .metrics
+                            .run_outcomes
+                            .get_or_create(&StateLabels {
+                                state: run.state.as_str().into(),
+                            })
+                            .inc();
+                    }
+                    if run.state == TaskState::Failure
+                        && cell.failure_events.take(std::time::Instant::now())
+                    {
+                        run_failed = Some((
+                            format!("status.recentRuns{{{}}}", run.task_id),
+                            failed_note(run),
+                        ));
+                    }
+                    (cell, None, Vec::new())
                 }
             };
             cell.dirty = true;
             let start = !cell.writing;
             cell.writing = true;
-            (warn, events, cell.obj.clone(), start)
+            (warn, events, run_failed, cell.obj.clone(), start)
         };
         if let Some((reason, note)) = warn {
             self.ctx
                 .publish(&*obj, EventType::Warning, reason, "Schedule", note)
+                .await;
+        }
+        if let Some((field_path, note)) = run_failed {
+            self.ctx
+                .publish_on(
+                    &*obj,
+                    Some(field_path),
+                    EventType::Warning,
+                    "RunFailed",
+                    "Run",
+                    note,
+                )
                 .await;
         }
         if !events.is_empty() {
@@ -112,6 +295,18 @@ impl StatusWriter {
         if start_writer {
             tokio::spawn(self.clone().write_loop(key));
         }
+    }
+
+    /// The result backend last resolved for `key`.
+    pub(crate) fn results_of(&self, key: &Key) -> Results {
+        self.cells
+            .lock()
+            .ok()
+            .and_then(|c| match &c.get(key)?.seen {
+                Seen::Scheduled { results, .. } => Some(results.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the writer knows `key`.
@@ -130,6 +325,7 @@ impl StatusWriter {
     /// Stops firing a task and forgets it.
     pub(crate) fn remove(&self, key: &Key) {
         self.engine.remove(key.clone());
+        self.outcomes.forget(key);
         if let Ok(mut cells) = self.cells.lock() {
             cells.remove(key);
         }
@@ -158,6 +354,7 @@ impl StatusWriter {
                     old.clone().unwrap_or_default(),
                     &cell.seen,
                     cell.report.as_ref(),
+                    &cell.history,
                     Timestamp::now(),
                 );
                 (cell.obj.clone(), old, new)
@@ -220,5 +417,27 @@ impl TokenBucket {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_failing_every_few_seconds_records_a_burst_of_events_then_one_a_minute() {
+        let start = std::time::Instant::now();
+        let mut budget = EventBudget::default();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let first: Vec<bool> = (0..12).map(|i| budget.take(at(i))).collect();
+        assert_eq!(first.iter().filter(|b| **b).count(), 10, "{first:?}");
+        assert!(!first[10] && !first[11]);
+        assert!(!budget.take(at(30)), "not yet a minute");
+        assert!(budget.take(at(70)), "one more after a minute");
+        assert!(!budget.take(at(71)));
+        assert!(
+            (0..10).all(|_| budget.take(at(70 + 3600))),
+            "an hour later the burst is back"
+        );
     }
 }
