@@ -484,6 +484,73 @@ async fn sigkill_during_a_run_never_duplicates_and_catches_up_per_policy() {
     assert_eq!(total, Some(ran.len() as i64), "RunOnce totalRuns");
 }
 
+#[tokio::test]
+async fn at_runs_once_also_when_the_operator_dies_around_the_instant_then_is_completed() {
+    let mut h = Harness::new("pt-at").await;
+    let _worker = h.worker("celery");
+    // Whole seconds a little ahead: one runs undisturbed, one falls just before a SIGKILL,
+    // one while the operator is down.
+    let t0 = Utc::now().timestamp() + 6;
+    let instants: Vec<(&str, DateTime<Utc>)> = [("calm", 0), ("killed", 1), ("down", 2)]
+        .into_iter()
+        .map(|(name, k)| (name, DateTime::from_timestamp(t0 + k, 0).expect("ts")))
+        .collect();
+    for (name, at) in &instants {
+        let mut spec = every(name, "1s");
+        spec["schedule"] = json!({"at": at.to_rfc3339()});
+        h.apply(name, spec);
+    }
+    eventually(WAIT, "all three scheduled", || async {
+        let mut next = Vec::new();
+        for (name, _) in &instants {
+            next.push(h.status(name).await.next_schedule_time);
+        }
+        next.iter().all(Option::is_some).then_some(())
+    })
+    .await;
+    // Dies right after "killed" is due (its push or its status write cut off), stays down
+    // over "down".
+    let kill_at = instants[1].1 + chrono::TimeDelta::milliseconds(30);
+    tokio::time::sleep((kill_at - Utc::now()).to_std().unwrap_or_default()).await;
+    h.operator.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.operator.restart();
+
+    for (name, at) in &instants {
+        let pt = eventually(WAIT, "Ready=False Completed", || async {
+            let pt = h.get(name).await;
+            let done = pt.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "Completed")
+            });
+            done.then_some(pt)
+        })
+        .await;
+        let status = pt.status.clone().unwrap_or_default();
+        assert_eq!(status.next_schedule_time, None, "{name}: no next run");
+        assert_eq!(last_schedule(&status), *at, "{name}");
+        assert_eq!(status.total_runs, Some(1), "{name}");
+        let id = celery_operator::celery::task_id_for_slot(&pt.uid().expect("uid"), at)
+            .expect("id")
+            .to_string();
+        eventually(WAIT, "its one execution", || async {
+            (h.executed_ids(name) == [id.clone()]).then_some(())
+        })
+        .await;
+    }
+    // Nothing more comes: a few seconds later each still ran once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (name, _) in &instants {
+        assert_eq!(h.executed_ids(name).len(), 1, "{name} ran once");
+    }
+    let table = ok(kubectl(&["get", "ptask", "calm", "-n", &h.ns.name]));
+    assert!(
+        table.contains("at 20"),
+        "the schedule column shows the instant: {table}"
+    );
+}
+
 /// A spec that pushes `task(args)` on `every`, its outcomes read from the Secret `results`.
 fn with_results(task: &str, args: Value, every: &str) -> Value {
     json!({
@@ -834,7 +901,9 @@ async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
         ),
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one of every, crontab or cron"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exactly one of every, crontab, cron or at")
+    );
     // An interval Celery would take as a float is refused at admission, naming the field.
     let out = kubectl_with_input(
         &["apply", "-n", &h.ns.name, "-f", "-"],

@@ -1,6 +1,7 @@
 """Prints, as JSON {entry name: [RFC 3339 instants]}, the next N fires after AFTER that
 Celery's own schedule objects compute for every beat_schedule entry and django-celery-beat
-row, each entry taken as last run at AFTER (as a new entry is when beat starts).
+row, each entry taken as last run at AFTER (as a new entry is when beat starts); a clocked
+row fires once.
 
 Usage: python -m beatproj.fires AFTER N
 """
@@ -40,8 +41,10 @@ def main():
         schedule = maybe_schedule(entry["schedule"], app=app)
         if hasattr(schedule, "remaining_estimate") and not hasattr(schedule, "event"):
             result[name] = fires(schedule, after, count)
-    for row in PeriodicTask.objects.exclude(interval=None, crontab=None):
-        result[row.name] = fires(row.schedule, after, count)
+    for row in PeriodicTask.objects.exclude(interval=None, crontab=None, clocked=None):
+        # A clocked row is one-off: beat disables it after its one run.
+        n = 1 if row.clocked is not None else count
+        result[row.name] = fires(row.schedule, after, n)
     json.dump(result, sys.stdout, indent=1)
 
 

@@ -132,12 +132,12 @@ pub struct PeriodicTaskSpec {
     pub history_limit: Option<i32>,
 }
 
-/// Exactly one of `every`, `crontab` or `cron`.
+/// Exactly one of `every`, `crontab`, `cron` or `at`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.every) ? 1 : 0) + (has(self.crontab) ? 1 : 0) + (has(self.cron) ? 1 : 0) == 1"
-).message("set exactly one of every, crontab or cron"))]
+    "(has(self.every) ? 1 : 0) + (has(self.crontab) ? 1 : 0) + (has(self.cron) ? 1 : 0) + (has(self.at) ? 1 : 0) == 1"
+).message("set exactly one of every, crontab, cron or at"))]
 pub struct ScheduleSpec {
     /// A fixed interval such as `10s` or `1h15m40s` (at least 1s); slots are anchored at
     /// `startTime` or creation, so they never drift.
@@ -156,6 +156,12 @@ pub struct ScheduleSpec {
     #[x_kube(validation = Rule::new("!self.startsWith('@every')")
         .message("@every is not a CronJob macro: use schedule.every"))]
     pub cron: Option<String>,
+    /// Once, at this RFC 3339 instant (django-celery-beat's clocked schedule), exactly once
+    /// across restarts and failover like every slot; afterwards Ready is False with reason
+    /// `Completed` and there is no next run. An instant at or before the task's creation (or
+    /// `startTime`) never runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }
 
 /// Celery's `crontab(minute, hour, day_of_week, day_of_month, month_of_year)`; each field
@@ -301,7 +307,7 @@ mod tests {
         assert!(
             rules
                 .to_string()
-                .contains("exactly one of every, crontab or cron")
+                .contains("exactly one of every, crontab, cron or at")
         );
     }
 

@@ -142,7 +142,7 @@ def django_celery_beat_entries(include_disabled):
         elif row.solar is not None:
             schedule = {"unsupported": f"solar('{row.solar.event}', {row.solar.latitude}, {row.solar.longitude})"}
         elif row.clocked is not None:
-            schedule = {"unsupported": f"clocked at {row.clocked.clocked_time.isoformat()}"}
+            schedule = {"clocked": _instant(row.clocked.clocked_time)}
         else:
             schedule = {"unsupported": "no schedule"}
         options = {}

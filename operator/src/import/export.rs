@@ -52,11 +52,13 @@ fn enabled() -> bool {
     true
 }
 
-/// A schedule: exactly one of the three fields.
+/// A schedule: exactly one of every_seconds, crontab, clocked or unsupported.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub(crate) struct ExportedSchedule {
     pub(crate) every_seconds: Option<f64>,
     pub(crate) crontab: Option<ExportedCrontab>,
+    /// django-celery-beat's clocked schedule: one RFC 3339 instant.
+    pub(crate) clocked: Option<String>,
     /// The zone a crontab is read in.
     pub(crate) timezone: Option<String>,
     /// A schedule kind PeriodicTask has no counterpart for, as Python prints it.

@@ -11,7 +11,7 @@ use crate::api::PeriodicTask;
 use crate::api::periodic_task::{CrontabSpec, PeriodicTaskSpec, ScheduleSpec};
 use crate::api::shared::BrokerRef;
 use crate::controller::periodic_task::plan;
-use crate::controller::time::to_time;
+use crate::controller::time::{from_time, to_time};
 use crate::schedule::Interval;
 
 /// The entry's name as Celery knows it (names of Kubernetes objects are stricter).
@@ -47,6 +47,13 @@ pub(crate) fn map_entry(
     }
     match schedule(&entry.schedule, app_timezone) {
         Ok((schedule, zone)) => {
+            if let Some(at) = schedule.at.as_ref().and_then(from_time)
+                && at <= now
+            {
+                problems.push(format!(
+                    "schedule: clocked at {at} has passed; a PeriodicTask created now would never run it"
+                ));
+            }
             spec.schedule = schedule;
             spec.time_zone = zone;
         }
@@ -86,7 +93,8 @@ pub(crate) fn map_entry(
     if !entry.enabled {
         spec.suspend = Some(true);
     }
-    if entry.one_off {
+    // A clocked row must be one-off in django-celery-beat; `at` runs once anyway.
+    if entry.one_off && entry.schedule.clocked.is_none() {
         problems.push(
             "one_off: a PeriodicTask has no one-off mode; give it an endTime after its first \
              slot, or use a Celery countdown/eta instead"
@@ -117,8 +125,17 @@ fn schedule(
 ) -> Result<(ScheduleSpec, Option<String>), String> {
     if let Some(u) = &s.unsupported {
         return Err(format!(
-            "schedule: {u} has no PeriodicTask counterpart (every, crontab or cron)"
+            "schedule: {u} has no PeriodicTask counterpart (every, crontab, cron or at)"
         ));
+    }
+    if let Some(text) = &s.clocked {
+        let at = DateTime::parse_from_rfc3339(text)
+            .map_err(|e| format!("schedule: clocked {text} is not an RFC 3339 instant ({e})"))?;
+        let spec = ScheduleSpec {
+            at: to_time(at.with_timezone(&Utc)),
+            ..Default::default()
+        };
+        return Ok((spec, None));
     }
     if let Some(seconds) = s.every_seconds {
         let every = whole_seconds(seconds).map_err(|why| {
@@ -418,7 +435,29 @@ mod tests {
     }
 
     #[test]
-    fn solar_and_clocked_are_refused_by_name() {
+    fn a_clocked_one_off_row_becomes_an_at_schedule() {
+        let mut e = entry(ExportedSchedule {
+            clocked: Some("2030-06-01T14:00:00+02:00".into()),
+            ..Default::default()
+        });
+        e.one_off = true;
+        let pt = map(&e).expect("mapped");
+        let at = pt.spec.schedule.at.expect("at");
+        assert_eq!(at.0.as_second(), 1_906_545_600, "2030-06-01T12:00:00Z");
+        let mut past = e.clone();
+        past.schedule.clocked = Some("2020-06-01T12:00:00Z".into());
+        assert!(
+            problems(&past).contains("has passed"),
+            "{}",
+            problems(&past)
+        );
+        let mut bad = e.clone();
+        bad.schedule.clocked = Some("June 1st".into());
+        assert!(problems(&bad).contains("clocked June 1st is not an RFC 3339 instant"));
+    }
+
+    #[test]
+    fn unknown_schedule_kinds_are_refused_by_name() {
         let e = entry(ExportedSchedule {
             unsupported: Some("solar('sunset', 52.5, 13.4)".into()),
             ..Default::default()

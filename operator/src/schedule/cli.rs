@@ -171,6 +171,7 @@ struct ManifestSchedule {
     every: Option<String>,
     crontab: Option<ManifestCrontab>,
     cron: Option<String>,
+    at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -250,10 +251,16 @@ fn from_manifest(
         day_of_month: c.day_of_month.as_deref(),
         month_of_year: c.month_of_year.as_deref(),
     });
+    let at = schedule
+        .at
+        .as_deref()
+        .map(|at| manifest_instant("spec.schedule.at", at))
+        .transpose()?;
     let source = ScheduleSpec {
         every: schedule.every.as_deref(),
         crontab,
         cron: schedule.cron.as_deref(),
+        at,
     };
     let time_zone = tz_flag.or(spec.time_zone.as_deref());
     Schedule::from_spec(&source, time_zone, anchor).map_err(|error| CliError::InManifest {
@@ -575,6 +582,28 @@ spec:
     }
 
     #[test]
+    fn manifest_with_at_prints_its_one_instant_then_nothing() {
+        let file = TempManifest::new(
+            "at",
+            "spec:\n  timeZone: Europe/Berlin\n  schedule:\n    at: \"2024-12-24T17:00:00Z\"\n",
+        );
+        assert_eq!(
+            run(&["-f", file.path(), "-n", "3"]),
+            Ok(vec!["2024-12-24T18:00:00+01:00".into()])
+        );
+        assert_eq!(
+            run(&["-f", file.path(), "--after", "2024-12-24T17:00:00Z"]),
+            Ok(vec![])
+        );
+        let bad = TempManifest::new("at-bad", "spec:\n  schedule:\n    at: tomorrow\n");
+        assert!(
+            run(&["-f", bad.path()])
+                .unwrap_err()
+                .contains("spec.schedule.at \"tomorrow\" is not an RFC 3339 instant")
+        );
+    }
+
+    #[test]
     fn manifest_errors_are_one_line() {
         let check = |name: &str, yaml: &str, expected: &str| {
             let file = TempManifest::new(name, yaml);
@@ -596,7 +625,7 @@ spec:
         check(
             "two-sources",
             "spec:\n  schedule:\n    every: 10s\n    cron: \"* * * * *\"\n",
-            "PATH: invalid schedule: set exactly one of every, crontab or cron (found every and cron)",
+            "PATH: invalid schedule: set exactly one of every, crontab, cron or at (found every and cron)",
         );
         check(
             "no-schedule",

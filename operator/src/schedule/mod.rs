@@ -1,12 +1,13 @@
 //! When a PeriodicTask fires: pure functions, no Kubernetes, no Redis.
 //!
-//! A [`Schedule`] is one of three kinds plus a time zone:
+//! A [`Schedule`] is one of four kinds plus a time zone:
 //! - [`Every`]: a fixed [`Interval`] (`10s`, `1h15m40s`) anchored at a start instant; slots
 //!   are `start + k * interval`, so they never drift.
 //! - [`Crontab`]: Celery's crontab, with Celery's semantics (AND of the day fields, wrapping
 //!   ranges, names by their first three letters, Celery's DST rules).
 //! - [`Cron`]: standard five-field cron as a Kubernetes CronJob reads it (OR of the day fields
 //!   when both are restricted, `@hourly`-style macros, robfig/cron DST behaviour).
+//! - `At`: one instant (django-celery-beat's clocked schedule).
 //!
 //! [`Schedule::next_after`] gives the first fire strictly after an instant, carrying the
 //! schedule's UTC offset so it prints in RFC 3339 with that offset; [`Schedule::upcoming`]
@@ -53,8 +54,8 @@ pub enum ScheduleError {
     Cron(#[from] CronError),
     #[error(transparent)]
     TimeZone(#[from] TzError),
-    /// Not exactly one of `every`, `crontab`, `cron` was set; holds what was found.
-    #[error("invalid schedule: set exactly one of every, crontab or cron (found {0})")]
+    /// Not exactly one of `every`, `crontab`, `cron`, `at` was set; holds what was found.
+    #[error("invalid schedule: set exactly one of every, crontab, cron or at (found {0})")]
     Source(String),
 }
 
@@ -64,6 +65,7 @@ pub enum ScheduleKind {
     Every(Every),
     Crontab(Crontab),
     Cron(Cron),
+    At(DateTime<Utc>),
 }
 
 /// A schedule and the time zone it is read in (only presentation for `Every`).
@@ -101,6 +103,7 @@ pub struct ScheduleSpec<'a> {
     pub every: Option<&'a str>,
     pub crontab: Option<CrontabFields<'a>>,
     pub cron: Option<&'a str>,
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl Schedule {
@@ -116,17 +119,19 @@ impl Schedule {
         anchor: DateTime<Utc>,
     ) -> Result<Self, ScheduleError> {
         let tz = time_zone.map(parse_tz).transpose()?.unwrap_or(Tz::UTC);
-        let kind = match (spec.every, spec.crontab, spec.cron) {
-            (Some(every), None, None) => {
+        let kind = match (spec.every, spec.crontab, spec.cron, spec.at) {
+            (Some(every), None, None, None) => {
                 ScheduleKind::Every(Every::new(Interval::parse(every)?, anchor))
             }
-            (None, Some(fields), None) => ScheduleKind::Crontab(fields.parse()?),
-            (None, None, Some(cron)) => ScheduleKind::Cron(Cron::parse(cron)?),
+            (None, Some(fields), None, None) => ScheduleKind::Crontab(fields.parse()?),
+            (None, None, Some(cron), None) => ScheduleKind::Cron(Cron::parse(cron)?),
+            (None, None, None, Some(at)) => ScheduleKind::At(at),
             _ => {
                 let found: Vec<&str> = [
                     spec.every.map(|_| "every"),
                     spec.crontab.map(|_| "crontab"),
                     spec.cron.map(|_| "cron"),
+                    spec.at.map(|_| "at"),
                 ]
                 .into_iter()
                 .flatten()
@@ -159,6 +164,7 @@ impl Schedule {
             }
             ScheduleKind::Crontab(crontab) => crontab.next_after(after, &self.tz),
             ScheduleKind::Cron(cron) => cron.next_after(after, &self.tz),
+            ScheduleKind::At(at) => (*at > after).then(|| at.with_timezone(&self.tz)),
         }
     }
 
@@ -273,7 +279,10 @@ mod tests {
         let none = Schedule::from_spec(&ScheduleSpec::default(), None, anchor);
         assert_eq!(
             none.map_err(|e| e.to_string()),
-            Err("invalid schedule: set exactly one of every, crontab or cron (found none)".into())
+            Err(
+                "invalid schedule: set exactly one of every, crontab, cron or at (found none)"
+                    .into()
+            )
         );
         let two = ScheduleSpec {
             every: Some("10s"),
@@ -283,7 +292,7 @@ mod tests {
         assert_eq!(
             Schedule::from_spec(&two, None, anchor).map_err(|e| e.to_string()),
             Err(
-                "invalid schedule: set exactly one of every, crontab or cron (found every and cron)"
+                "invalid schedule: set exactly one of every, crontab, cron or at (found every and cron)"
                     .into()
             )
         );
@@ -319,6 +328,22 @@ mod tests {
             Schedule::from_spec(&bad_every, None, anchor),
             Err(ScheduleError::Interval(_))
         ));
+    }
+
+    #[test]
+    fn at_fires_once_and_then_never() {
+        let spec = ScheduleSpec {
+            at: Some(utc("2026-12-24T18:00:00Z")),
+            ..Default::default()
+        };
+        let schedule =
+            Schedule::from_spec(&spec, Some("Europe/Berlin"), utc("2026-01-01T00:00:00Z"))
+                .expect("valid");
+        assert_eq!(
+            lines(&schedule, "2026-12-01T00:00:00Z", 3),
+            vec!["2026-12-24T19:00:00+01:00"]
+        );
+        assert_eq!(schedule.next_after(utc("2026-12-24T18:00:00Z")), None);
     }
 
     #[test]

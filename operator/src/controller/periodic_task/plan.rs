@@ -172,6 +172,8 @@ pub fn schedule_text(spec: &PeriodicTaskSpec) -> String {
         )
     } else if let Some(cron) = &s.cron {
         format!("cron {cron}")
+    } else if let Some(at) = &s.at {
+        format!("at {}", at.0)
     } else {
         "none".into()
     };
@@ -226,6 +228,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
             every: spec.schedule.every.as_deref(),
             crontab,
             cron: spec.schedule.cron.as_deref(),
+            at: spec.schedule.at.as_ref().and_then(from_time),
         },
         spec.time_zone.as_deref(),
         floor,

@@ -138,9 +138,19 @@ pub(crate) fn build(
         } => Some(m),
         _ => None,
     };
+    // The engine found no slot after the last one handled: an `at` that ran, an endTime
+    // that passed. Nothing the broker does changes that.
+    let completed = matches!(seen, Seen::Scheduled { suspend: false, .. })
+        && report.is_some_and(|r| r.next_schedule.is_none());
     let ready = match (&schedule_ok, &message_ok, &broker) {
         (Err(m), _, _) => Observed::new(READY, false, "InvalidSchedule", m.clone()),
         (_, Err(m), _) => Observed::new(READY, false, "InvalidMessage", m.clone()),
+        _ if completed => Observed::new(
+            READY,
+            false,
+            "Completed",
+            "the schedule has no further slot: nothing more is pushed",
+        ),
         (_, _, Err((_, reason, m))) => Observed::new(READY, false, reason, m.clone()),
         _ if suspended => Observed::new(READY, true, "Suspended", "suspended: nothing is pushed"),
         _ if stale_broker.is_some() => Observed::new(
@@ -353,6 +363,45 @@ mod tests {
         assert_eq!(s.observed_generation, Some(2));
         let next = s.next_schedule_time.expect("next");
         assert_eq!(next.0.as_second(), 1_900_000_010);
+    }
+
+    #[test]
+    fn a_schedule_with_no_slot_left_is_completed_even_with_the_broker_gone() {
+        let mut done = report(BrokerState::Unreachable("cannot connect".into()));
+        done.next_schedule = None;
+        let s = build(
+            &pt(),
+            Default::default(),
+            &scheduled(),
+            Some(&done),
+            &RunHistory::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        let c = condition(&s.conditions, READY);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Completed")
+        );
+        assert_eq!(s.next_schedule_time, None);
+        assert_eq!(s.total_runs, Some(7), "its runs are kept");
+        // Suspended, there is no next slot either, but it is not done.
+        let suspended = Seen::Scheduled {
+            schedule: "every 10s".into(),
+            suspend: true,
+            stale_broker: None,
+            results: Results::NotSet,
+        };
+        let mut idle = report(BrokerState::Reachable);
+        idle.next_schedule = None;
+        let s = build(
+            &pt(),
+            Default::default(),
+            &suspended,
+            Some(&idle),
+            &RunHistory::default(),
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(condition(&s.conditions, READY).reason, "Suspended");
     }
 
     #[test]
