@@ -45,7 +45,24 @@ impl CeleryWorker {
         )
     }
 
+    /// Like [`Self::with_result_backend`] with one thread that prefetches one message: a
+    /// run waits in the queue while another runs.
+    pub fn single_with_result_backend(url: &str, results: &str, queues: &str) -> Self {
+        Self::with_env_pool(
+            queues,
+            &["-c", "1", "--prefetch-multiplier", "1"],
+            BTreeMap::from([
+                ("CELERY_BROKER_URL".to_string(), url.to_string()),
+                ("CELERY_RESULT_BACKEND".to_string(), results.to_string()),
+            ]),
+        )
+    }
+
     fn with_env(queues: &str, env: BTreeMap<String, String>) -> Self {
+        Self::with_env_pool(queues, &["-c", "4"], env)
+    }
+
+    fn with_env_pool(queues: &str, pool: &[&str], env: BTreeMap<String, String>) -> Self {
         let name = format!("e2e-{}@%h", uuid::Uuid::new_v4().simple());
         let args: Vec<String> = [
             "-A",
@@ -55,8 +72,6 @@ impl CeleryWorker {
             queues,
             "--pool",
             "threads",
-            "-c",
-            "4",
             "--loglevel",
             "INFO",
             "--without-gossip",
@@ -66,6 +81,7 @@ impl CeleryWorker {
             &name,
         ]
         .iter()
+        .chain(pool)
         .map(|s| s.to_string())
         .collect();
         Self::start(&args, &env)

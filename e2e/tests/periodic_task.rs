@@ -761,6 +761,189 @@ async fn how_each_run_ended_is_in_status_the_result_column_events_and_metrics() 
     h.assert_no_secret_leaked();
 }
 
+/// A Secret `results` with the URL of db 1 of the harness's Redis.
+async fn results_secret(h: &Harness) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "results"},
+        "stringData": {"url": h.redis.url(1)},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+#[tokio::test]
+async fn forbid_skips_slots_while_the_previous_run_works_and_resumes_after() {
+    let h = Harness::new("pt-forbid").await;
+    results_secret(&h).await;
+    let _worker = CeleryWorker::with_result_backend(&h.redis.url(0), &h.redis.url(1), "celery");
+    // Works 4 s, every 2 s: without the policy runs would overlap.
+    let mut spec = with_results("tasks.work", json!([4, "forbid"]), "2s");
+    spec["concurrencyPolicy"] = json!("Forbid");
+    spec["historyLimit"] = json!(10);
+    h.apply("forbid", spec);
+    let executed = || {
+        h.executed()
+            .into_iter()
+            .filter(|e| e["args"][1] == "forbid")
+            .collect::<Vec<Value>>()
+    };
+    eventually(Duration::from_secs(60), "three runs of forbid", || async {
+        (executed().len() >= 3).then_some(())
+    })
+    .await;
+    let runs = executed();
+    let ids: Vec<String> = runs
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_unique(&ids);
+    // Each run recorded when it ended, 4 s after it began: one never began before the
+    // previous ended.
+    let ends: Vec<f64> = runs
+        .iter()
+        .map(|e| e["time"].as_f64().expect("time"))
+        .collect();
+    for w in ends.windows(2) {
+        assert!(w[1] - w[0] >= 3.9, "overlapping runs: {ends:?}");
+    }
+    let status = h.status("forbid").await;
+    let skipped = status.skipped_runs.unwrap_or(0);
+    assert!(skipped >= 2, "slots skipped while it ran: {status:?}");
+    let skipped_run = status
+        .recent_runs
+        .iter()
+        .find(|r| r.state == TaskState::Skipped)
+        .expect("a SKIPPED run in recentRuns");
+    let reason = skipped_run.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("is STARTED (concurrencyPolicy Forbid)"),
+        "{reason}"
+    );
+    assert!(
+        !ids.contains(&skipped_run.task_id),
+        "a skipped slot never ran"
+    );
+    assert!(!h.events("RunSkipped").await.is_empty());
+    // Refused at apply without a result backend to tell.
+    let mut blind = every("blind", "1m");
+    blind["concurrencyPolicy"] = json!("Forbid");
+    let manifest = json!({
+        "apiVersion": "celeryoperator.io/v1alpha1",
+        "kind": "PeriodicTask",
+        "metadata": {"name": "blind"},
+        "spec": blind,
+    });
+    let out = kubectl_with_input(
+        &["apply", "-n", &h.ns.name, "-f", "-"],
+        Some(&manifest.to_string()),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("need resultBackend"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn replace_revokes_the_waiting_previous_run_and_a_real_worker_discards_it() {
+    let h = Harness::new("pt-replace").await;
+    results_secret(&h).await;
+    // One worker thread, busy for 10 s with a blocker: runs of `replace` wait behind it.
+    let worker =
+        CeleryWorker::single_with_result_backend(&h.redis.url(0), &h.redis.url(1), "celery");
+    let blocker = with_results("tasks.sleep", json!([10]), "1h");
+    h.apply("blocker", blocker);
+    eventually(WAIT, "the worker up", || async {
+        worker.log_text().contains("ready.").then_some(())
+    })
+    .await;
+    ok(kubectl(&[
+        "annotate",
+        "-n",
+        &h.ns.name,
+        "periodictask",
+        "blocker",
+        "celeryoperator.io/run-now=1",
+    ]));
+    eventually(WAIT, "the blocker running", || async {
+        h.status("blocker")
+            .await
+            .last_run
+            .filter(|r| r.state == TaskState::Started)
+    })
+    .await;
+    let mut spec = every("replace", "2s");
+    spec["resultBackend"] = json!({"secretKeyRef": {"name": "results", "key": "url"}});
+    spec["concurrencyPolicy"] = json!("Replace");
+    spec["historyLimit"] = json!(10);
+    h.apply("replace", spec);
+    // While the blocker runs, each slot revokes the run still waiting before it.
+    eventually(WAIT, "two revoked runs", || async {
+        let s = h.status("replace").await;
+        (s.recent_runs
+            .iter()
+            .filter(|r| r.state == TaskState::Revoked)
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .await;
+    // After the blocker, the newest run executes; the revoked ones were discarded unrun.
+    eventually(
+        Duration::from_secs(40),
+        "a run of replace executed",
+        || async { (!h.executed_ids("replace").is_empty()).then_some(()) },
+    )
+    .await;
+    h.patch("replace", json!({"spec": {"suspend": true}}));
+    let ran = h.executed_ids("replace");
+    // The one message the worker had already taken when its revoke came runs anyway
+    // (the threads pool holds it) and its status follows what the worker wrote last.
+    let pt = eventually(WAIT, "every run's final state", || async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let pt = h.settled("replace").await;
+        let runs = &pt.status.as_ref()?.recent_runs;
+        runs.iter()
+            .all(|r| {
+                r.state
+                    == if ran.contains(&r.task_id) {
+                        TaskState::Success
+                    } else {
+                        TaskState::Revoked
+                    }
+            })
+            .then_some(pt)
+    })
+    .await;
+    let ran = h.executed_ids("replace");
+    assert_unique(&ran);
+    let revoked: Vec<String> = pt
+        .status
+        .unwrap_or_default()
+        .recent_runs
+        .iter()
+        .filter(|r| r.state == TaskState::Revoked)
+        .map(|r| r.task_id.clone())
+        .collect();
+    assert!(!revoked.is_empty());
+    let log = worker.log_text();
+    for id in &revoked {
+        assert!(!ran.contains(id), "revoked run {id} was executed: {ran:?}");
+        assert!(
+            log.contains(&format!("Discarding revoked task: tasks.record[{id}]")),
+            "the worker discarded {id}:\n{log}"
+        );
+    }
+    let events = h.events("RunReplaced").await;
+    assert!(!events.is_empty());
+    let note = events[0].message.as_deref().unwrap_or_default();
+    assert!(note.contains("worker(s) received the revoke"), "{note}");
+}
+
 fn ok_kubectl_get(ns: &str) -> String {
     ok(kubectl(&["get", "ptask", "-n", ns]))
 }

@@ -51,6 +51,9 @@ pub const MAX_HISTORY_LIMIT: usize = 20;
 #[x_kube(validation = Rule::new(
     "!has(self.startTime) || !has(self.endTime) || timestamp(self.startTime) < timestamp(self.endTime)"
 ).message("startTime must be before endTime").field_path(".endTime"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.concurrencyPolicy) || self.concurrencyPolicy == 'Allow' || has(self.resultBackend)"
+).message("concurrencyPolicy Forbid and Replace need resultBackend: it is how the operator knows whether the previous run has finished").field_path(".concurrencyPolicy"))]
 pub struct PeriodicTaskSpec {
     /// Registered Celery task name, e.g. `myapp.tasks.refresh_cache`.
     #[schemars(length(min = 1, max = TASK_NAME.max_len))]
@@ -130,6 +133,27 @@ pub struct PeriodicTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
     pub history_limit: Option<i32>,
+    /// What a slot does while the previous run has not finished (CronJob's names): `Allow`
+    /// (default) pushes anyway, `Forbid` skips the slot, `Replace` revokes the previous run
+    /// and pushes. "Not finished" is read from `resultBackend`, which these need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+}
+
+/// What a slot does while the previous run has not finished.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum ConcurrencyPolicy {
+    /// Push on every slot, whatever the previous run is doing.
+    #[default]
+    Allow,
+    /// Skip the slot while the previous run is waiting, running or retrying; recorded as a
+    /// SKIPPED run with the reason, counted in `skippedRuns`, and an event.
+    Forbid,
+    /// Revoke the previous run as `celery control revoke` does (workers discard it when they
+    /// get to it; one already running runs to its end), then push.
+    Replace,
 }
 
 /// Exactly one of `every`, `crontab`, `cron` or `at`.
@@ -221,6 +245,9 @@ pub struct PeriodicTaskStatus {
     /// Runs pushed, scheduled and run-now alike.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_runs: Option<i64>,
+    /// Slots skipped because the previous run had not finished (concurrencyPolicy Forbid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_runs: Option<i64>,
     /// The value of the run-now annotation that was last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_now: Option<String>,
@@ -261,6 +288,9 @@ pub struct PeriodicTaskRun {
     /// Retries so far (with the workers' `result_extended` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<i64>,
+    /// For SKIPPED: why the slot was not pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn json_array(_: &mut SchemaGenerator) -> Schema {

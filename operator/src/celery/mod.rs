@@ -15,6 +15,7 @@ pub(crate) mod names;
 mod python;
 pub(crate) mod queue;
 pub(crate) mod result;
+pub(crate) mod revoke;
 pub(crate) mod stamp;
 pub(crate) mod task_id;
 pub(crate) mod validate;

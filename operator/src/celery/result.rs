@@ -26,6 +26,8 @@ pub enum TaskState {
     Failure,
     Revoked,
     Unknown,
+    /// Ours: never pushed, the slot was skipped (concurrencyPolicy Forbid).
+    Skipped,
 }
 
 impl TaskState {
@@ -33,7 +35,11 @@ impl TaskState {
     pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
-            TaskState::Success | TaskState::Failure | TaskState::Revoked | TaskState::Unknown
+            TaskState::Success
+                | TaskState::Failure
+                | TaskState::Revoked
+                | TaskState::Unknown
+                | TaskState::Skipped
         )
     }
 
@@ -47,6 +53,7 @@ impl TaskState {
             TaskState::Failure => "FAILURE",
             TaskState::Revoked => "REVOKED",
             TaskState::Unknown => "UNKNOWN",
+            TaskState::Skipped => "SKIPPED",
         }
     }
 
@@ -73,6 +80,10 @@ pub(crate) struct ResultMeta {
     pub(crate) exception: Option<String>,
     /// The attempt that wrote the value (only with `result_extended`).
     pub(crate) retries: Option<i64>,
+    /// REVOKED as the revoke command writes it (`children: null`), not yet as a worker that
+    /// discarded the message does: a worker that had already taken the message (or never
+    /// heard of the revoke) still runs it and overwrites this.
+    pub(crate) revoke_requested: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -84,6 +95,11 @@ pub(crate) enum ResultError {
 }
 
 impl ResultMeta {
+    /// Nothing will overwrite it: a final state, except a REVOKED only requested.
+    pub(crate) fn settled(&self) -> bool {
+        self.state.is_final() && !self.revoke_requested
+    }
+
     pub(crate) fn parse(raw: &[u8]) -> Result<Self, ResultError> {
         let value: Value = serde_json::from_slice(raw).map_err(|_| ResultError::NotJson)?;
         let state = value["status"]
@@ -101,6 +117,7 @@ impl ResultMeta {
         .then(|| exception_text(&value["result"]))
         .flatten();
         Ok(Self {
+            revoke_requested: state == TaskState::Revoked && value["children"].is_null(),
             state,
             date_done,
             exception,
@@ -217,6 +234,13 @@ mod tests {
             revoked.exception.as_deref(),
             Some("TaskRevokedError: revoked")
         );
+        // Written by the revoke command: a worker may still run it and overwrite it.
+        assert!(revoked.revoke_requested && !revoked.settled());
+        let discarded =
+            ResultMeta::parse(&capture("result_meta_revoked_discarded")).expect("discarded");
+        assert_eq!(discarded.state, TaskState::Revoked);
+        assert!(discarded.settled(), "written when the worker dropped it");
+        assert!(success.settled() && failure.settled());
         let extended =
             ResultMeta::parse(&capture("result_meta_extended_success")).expect("extended");
         assert_eq!(extended.state, TaskState::Success);

@@ -52,6 +52,8 @@ fn lead(tasks: usize) -> TimeDelta {
 pub struct Job {
     pub plan: Plan,
     pub url: BrokerUrl,
+    /// The workers' result backend, where a concurrency policy reads the previous run.
+    pub results: Option<BrokerUrl>,
     /// The runs its status records: where catch-up starts when the engine first sees it.
     pub status_runs: RunState,
     /// Value of the run-now annotation.
@@ -80,6 +82,8 @@ pub struct Report {
     pub events: Vec<Notice>,
     /// The runs this firing pushed (or found pushed by another replica), oldest first.
     pub pushed: Vec<PushedRun>,
+    /// The slots concurrencyPolicy Forbid held back (never pushed), and why.
+    pub skipped: Vec<(PushedRun, String)>,
 }
 
 /// One run in the broker: its task id, and the slot it is for (for a run-now request, when
@@ -282,6 +286,7 @@ async fn run_loop(
                 }
                 let probe = fired.probe;
                 let pushed = std::mem::take(&mut fired.pushed);
+                let skipped = fired.skipped_runs();
                 let events = entry.absorb(fired);
                 if !probe {
                     let at = entry.timer_after_firing(Utc::now(), shared.lead());
@@ -294,6 +299,7 @@ async fn run_loop(
                 }
                 let mut report = entry.report(&key, events);
                 report.pushed = pushed;
+                report.skipped = skipped;
                 let _ = reports.send(report);
             }
             Some(url) = back_rx.recv() => {
@@ -367,6 +373,7 @@ mod tests {
         Job {
             plan: super::super::plan::build(&pt, Utc::now()).expect("plan"),
             url: url.clone(),
+            results: None,
             status_runs: RunState::default(),
             run_now: None,
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::runtime::events::EventType;
 
+use super::concurrency::Held;
 use super::engine::{BrokerState, Job, Key, Notice, Report};
 use super::fire::{FireError, Fired};
 use super::run_state::RunState;
@@ -163,6 +164,38 @@ impl Entry {
                 ),
             });
         }
+        match &fired.held {
+            Some(Held::Skipped {
+                slots,
+                previous,
+                state,
+            }) => {
+                for (slot, _) in slots {
+                    events.push(Notice {
+                        type_: EventType::Normal,
+                        reason: "RunSkipped",
+                        note: format!(
+                            "slot {slot} not pushed: {}",
+                            Held::skip_reason(previous, *state)
+                        ),
+                    });
+                }
+            }
+            Some(Held::Replaced {
+                previous,
+                state,
+                receivers,
+            }) => events.push(Notice {
+                type_: EventType::Normal,
+                reason: "RunReplaced",
+                note: format!(
+                    "revoked the previous run {previous} ({}) before pushing the next \
+                     (concurrencyPolicy Replace); {receivers} worker(s) received the revoke",
+                    state.as_str()
+                ),
+            }),
+            None => {}
+        }
         if let Some(m) = fired.message_error {
             if self.message_error.as_ref() != Some(&m) {
                 events.push(Notice {
@@ -220,6 +253,7 @@ impl Entry {
             message_error: self.message_error.clone(),
             events,
             pushed: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 }
@@ -247,6 +281,7 @@ mod tests {
         Arc::new(Job {
             plan: plan::build(&pt, at(1_900_000_000)).expect("plan"),
             url: BrokerUrl::new("redis://127.0.0.1:1/0"),
+            results: None,
             status_runs,
             run_now: None,
         })
@@ -260,6 +295,7 @@ mod tests {
         RunState {
             last_slot: Some(at(slot)),
             total_runs: total,
+            skipped_runs: 0,
             last_task_id: Some(format!("id-{slot}")),
             last_run_now: None,
         }

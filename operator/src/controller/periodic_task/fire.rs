@@ -8,10 +8,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use super::concurrency::{self, Held};
 use super::engine::{Job, Key, PushedRun, Shared, instant_of};
 use super::plan::run_now_task_id;
 use super::run_state::RunState;
 use super::slots::{self, MAX_DEDUPE_TTL};
+use crate::api::periodic_task::ConcurrencyPolicy;
 use crate::broker::{BrokerError, BrokerUrl, PublishOutcome, Push, RunCounter};
 use crate::celery::message::{EncodeError, EncodedMessage};
 use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
@@ -37,6 +39,8 @@ pub(crate) struct Fired {
     /// Due slots were dropped by the policy or the deadline.
     pub(crate) skipped: bool,
     pub(crate) pushed: Vec<PushedRun>,
+    /// What the concurrency policy did.
+    pub(crate) held: Option<Held>,
 }
 
 impl Fired {
@@ -50,6 +54,32 @@ impl Fired {
             message_error: None,
             skipped: false,
             pushed: Vec::new(),
+            held: None,
+        }
+    }
+}
+
+impl Fired {
+    /// The slots the policy held back, as runs with their reason.
+    pub(crate) fn skipped_runs(&self) -> Vec<(PushedRun, String)> {
+        match &self.held {
+            Some(Held::Skipped {
+                slots,
+                previous,
+                state,
+            }) => slots
+                .iter()
+                .map(|(due, task_id)| {
+                    (
+                        PushedRun {
+                            task_id: task_id.clone(),
+                            due: *due,
+                        },
+                        Held::skip_reason(previous, *state),
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -167,6 +197,29 @@ async fn push_due(
             }
         }
     }
+    if ready.iter().any(|(_, _, enc)| enc.is_some())
+        && let Some(held) = hold(job, shared, &out.runs).await?
+    {
+        if let Held::Skipped {
+            previous, state, ..
+        } = held
+        {
+            let slots: Vec<(DateTime<Utc>, String)> = ready
+                .iter()
+                .filter(|(_, _, enc)| enc.is_some())
+                .map(|(slot, id, _)| (*slot, id.to_string()))
+                .collect();
+            out.runs.skipped_runs += slots.len() as i64;
+            out.runs.last_slot = due.newest.max(out.runs.last_slot);
+            out.held = Some(Held::Skipped {
+                slots,
+                previous,
+                state,
+            });
+            return Ok(());
+        }
+        out.held = Some(held);
+    }
     for (slot, id, enc) in ready {
         if let Some(enc) = enc {
             let p = push(
@@ -190,6 +243,46 @@ async fn push_due(
         out.runs.last_slot = due.newest;
     }
     Ok(())
+}
+
+/// Applies the concurrency policy before due slots are pushed: Forbid holds them back while
+/// the previous run has not finished, Replace revokes that run first.
+async fn hold(job: &Job, shared: &Shared, runs: &RunState) -> Result<Option<Held>, BrokerError> {
+    let plan = &job.plan;
+    let (Some(results), Some(previous)) = (&job.results, &runs.last_task_id) else {
+        return Ok(None);
+    };
+    if !concurrency::applies(plan.concurrency) {
+        return Ok(None);
+    }
+    let meta = match concurrency::read_previous(shared, results, previous).await {
+        Ok(meta) => meta,
+        Err(err) => {
+            tracing::warn!(error = %err, task_id = %previous, "cannot read the previous run's result: pushing as under Allow");
+            return Ok(None);
+        }
+    };
+    let Some(state) = concurrency::unfinished(meta.as_ref(), runs.last_slot, Utc::now()) else {
+        return Ok(None);
+    };
+    Ok(Some(match plan.concurrency {
+        ConcurrencyPolicy::Replace => Held::Replaced {
+            receivers: concurrency::revoke(
+                shared,
+                &job.url,
+                &plan.transport.global_key_prefix,
+                previous,
+            )
+            .await?,
+            previous: previous.clone(),
+            state,
+        },
+        _ => Held::Skipped {
+            slots: Vec::new(),
+            previous: previous.clone(),
+            state,
+        },
+    }))
 }
 
 /// Lateness is the broker's acknowledgement minus the slot.

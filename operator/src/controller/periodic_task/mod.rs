@@ -5,6 +5,7 @@
 //! reports what it did; the [`status_writer::StatusWriter`] merges those reports with what
 //! reconcile saw and writes status.
 
+mod concurrency;
 pub mod engine;
 mod entry;
 mod fire;
@@ -183,6 +184,10 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
             }
         },
     };
+    let results_url = match &results {
+        Results::Read(url) => Some(url.clone()),
+        _ => None,
+    };
     let seen = Seen::Scheduled {
         schedule,
         suspend: plan.suspend,
@@ -198,6 +203,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
         Job {
             plan,
             url: resolved.url,
+            results: results_url,
             status_runs: pt
                 .status
                 .as_ref()

@@ -77,7 +77,7 @@ impl Followed {
     fn observe(&mut self, meta: Option<ResultMeta>, now: DateTime<Utc>) -> Look {
         let age = now - self.run.due;
         let look = match meta {
-            Some(m) if m.state.is_final() => return Look::Final(Some(m)),
+            Some(m) if m.settled() => return Look::Final(Some(m)),
             _ if age >= FOLLOW_FOR => return Look::Final(None),
             None if self.seen.is_none() && age >= PENDING_UNKNOWN_AFTER => {
                 return Look::Final(None);
@@ -258,6 +258,7 @@ mod tests {
     fn meta(state: TaskState) -> Option<ResultMeta> {
         Some(ResultMeta {
             state,
+            revoke_requested: false,
             date_done: None,
             exception: None,
             retries: None,

@@ -6,7 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::api::periodic_task::{MissedRunPolicy, PeriodicTask, PeriodicTaskSpec};
+use crate::api::periodic_task::{
+    ConcurrencyPolicy, MissedRunPolicy, PeriodicTask, PeriodicTaskSpec,
+};
 use crate::api::shared::TransportOptionsSpec;
 use crate::celery::message::DEFAULT_QUEUE;
 use crate::celery::task_id::TASK_ID_NAMESPACE;
@@ -103,6 +105,7 @@ pub struct Plan {
     pub end: Option<DateTime<Utc>>,
     pub suspend: bool,
     pub policy: MissedRunPolicy,
+    pub concurrency: ConcurrencyPolicy,
     pub starting_deadline: Option<TimeDelta>,
     pub template: Template,
     pub transport: TransportOptions,
@@ -284,6 +287,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
         end,
         suspend: spec.suspend.unwrap_or(false),
         policy,
+        concurrency: spec.concurrency_policy.unwrap_or_default(),
         starting_deadline,
         template,
         transport,

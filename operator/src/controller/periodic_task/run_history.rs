@@ -37,6 +37,28 @@ impl RunHistory {
     /// Records a pushed run as PENDING, in slot order; false when it is known already or
     /// older than every run kept.
     pub(crate) fn pushed(&mut self, task_id: &str, due: DateTime<Utc>, limit: usize) -> bool {
+        self.insert(task_id, due, TaskState::Pending, None, limit)
+    }
+
+    /// Records a slot that was not pushed, with why.
+    pub(crate) fn skipped(
+        &mut self,
+        task_id: &str,
+        due: DateTime<Utc>,
+        reason: String,
+        limit: usize,
+    ) -> bool {
+        self.insert(task_id, due, TaskState::Skipped, Some(reason), limit)
+    }
+
+    fn insert(
+        &mut self,
+        task_id: &str,
+        due: DateTime<Utc>,
+        state: TaskState,
+        reason: Option<String>,
+        limit: usize,
+    ) -> bool {
         if self.runs.iter().any(|r| r.task_id == task_id) {
             return false;
         }
@@ -56,11 +78,12 @@ impl RunHistory {
             PeriodicTaskRun {
                 task_id: task_id.to_string(),
                 schedule_time,
-                state: TaskState::Pending,
+                state,
                 finish_time: None,
                 duration: None,
                 exception: None,
                 retries: None,
+                reason,
             },
         );
         self.runs.truncate(limit);
@@ -75,7 +98,8 @@ impl RunHistory {
         meta: Option<&ResultMeta>,
     ) -> Option<&PeriodicTaskRun> {
         let run = self.runs.iter_mut().find(|r| r.task_id == task_id)?;
-        if run.state.is_final() {
+        // A requested revoke is the one final state a worker may still overwrite.
+        if run.state.is_final() && run.state != TaskState::Revoked {
             return None;
         }
         let state = meta.map_or(TaskState::Unknown, |m| m.state);
@@ -102,8 +126,11 @@ impl RunHistory {
             .filter_map(|r| Some((r.task_id.as_str(), from_time(&r.schedule_time)?)))
     }
 
+    /// The newest run that ran to an end (a skipped slot did not run).
     pub(crate) fn last_finished(&self) -> Option<&PeriodicTaskRun> {
-        self.runs.iter().find(|r| r.state.is_final())
+        self.runs
+            .iter()
+            .find(|r| r.state.is_final() && r.state != TaskState::Skipped)
     }
 
     pub(crate) fn truncate(&mut self, limit: usize) {
@@ -149,6 +176,7 @@ mod tests {
     fn meta(state: TaskState, done_ms: Option<i64>, exception: Option<&str>) -> ResultMeta {
         ResultMeta {
             state,
+            revoke_requested: false,
             date_done: done_ms.map(at),
             exception: exception.map(str::to_string),
             retries: None,
@@ -157,6 +185,26 @@ mod tests {
 
     fn ids(h: &RunHistory) -> Vec<&str> {
         h.runs().iter().map(|r| r.task_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_skipped_slot_is_recorded_with_its_reason_but_is_not_the_last_finished_run() {
+        let mut h = RunHistory::default();
+        h.pushed("a", at(0), 5);
+        h.observe("a", Some(&meta(TaskState::Success, Some(500), None)));
+        h.pushed("b", at(1000), 5);
+        assert!(h.skipped("c", at(2000), "b is STARTED".into(), 5));
+        assert_eq!(ids(&h), ["c", "b", "a"]);
+        assert_eq!(h.runs()[0].state, TaskState::Skipped);
+        assert_eq!(h.runs()[0].reason.as_deref(), Some("b is STARTED"));
+        assert_eq!(summary(&h.runs()[0]), "SKIPPED");
+        assert_eq!(h.last_finished().map(|r| r.task_id.as_str()), Some("a"));
+        let unfinished: Vec<&str> = h.unfinished().map(|(id, _)| id).collect();
+        assert_eq!(
+            unfinished,
+            ["b"],
+            "a skipped slot is never read from the backend"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub struct RunState {
     pub last_slot: Option<DateTime<Utc>>,
     /// Pushes counted by the broker.
     pub total_runs: i64,
+    /// Slots skipped while the previous run had not finished.
+    pub skipped_runs: i64,
     pub last_task_id: Option<String>,
     /// The last value of the run-now annotation acted on.
     pub last_run_now: Option<String>,
@@ -22,6 +24,7 @@ impl RunState {
         Self {
             last_slot: status.last_schedule_time.as_ref().and_then(from_time),
             total_runs: status.total_runs.unwrap_or(0),
+            skipped_runs: status.skipped_runs.unwrap_or(0),
             last_task_id: status.last_task_id.clone(),
             last_run_now: status.last_run_now.clone(),
         }
@@ -39,6 +42,7 @@ impl RunState {
         RunState {
             last_slot: new.last_slot,
             total_runs: old.total_runs.max(new.total_runs),
+            skipped_runs: old.skipped_runs.max(new.skipped_runs),
             last_task_id: new.last_task_id.or(old.last_task_id),
             last_run_now: new.last_run_now.or(old.last_run_now),
         }
@@ -48,6 +52,7 @@ impl RunState {
     pub fn write_into(&self, status: &mut PeriodicTaskStatus) {
         status.last_schedule_time = self.last_slot.and_then(to_time);
         status.total_runs = Some(self.total_runs);
+        status.skipped_runs = (self.skipped_runs > 0).then_some(self.skipped_runs);
         status.last_task_id = self.last_task_id.clone();
         status.last_run_now = self.last_run_now.clone();
     }
@@ -65,6 +70,7 @@ mod tests {
         RunState {
             last_slot: at(slot),
             total_runs: runs,
+            skipped_runs: 0,
             last_task_id: Some(id.into()),
             last_run_now: None,
         }
@@ -110,6 +116,7 @@ mod tests {
         let s = RunState {
             last_slot: Some(t),
             total_runs: 3,
+            skipped_runs: 2,
             last_task_id: Some("id".into()),
             last_run_now: Some("x".into()),
         };

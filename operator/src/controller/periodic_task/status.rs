@@ -301,6 +301,7 @@ mod tests {
             runs: RunState {
                 last_slot: DateTime::from_timestamp(1_900_000_000, 0),
                 total_runs: 7,
+                skipped_runs: 0,
                 last_task_id: Some("id".into()),
                 last_run_now: None,
             },
@@ -309,6 +310,7 @@ mod tests {
             message_error: None,
             events: vec![],
             pushed: vec![],
+            skipped: vec![],
         }
     }
 
@@ -490,6 +492,7 @@ mod tests {
     ) -> crate::celery::result::ResultMeta {
         crate::celery::result::ResultMeta {
             state,
+            revoke_requested: false,
             date_done: DateTime::from_timestamp_millis(done_ms),
             exception: exception.map(str::to_string),
             retries: None,

@@ -207,6 +207,7 @@ impl StatusWriter {
                     };
                     let events = std::mem::take(&mut report.events);
                     let pushed = std::mem::take(&mut report.pushed);
+                    let skipped = std::mem::take(&mut report.skipped);
                     if let Some(url) = cell.results().cloned()
                         && cell.uid() == report.uid
                     {
@@ -223,6 +224,9 @@ impl StatusWriter {
                                     },
                                 );
                             }
+                        }
+                        for (run, reason) in skipped {
+                            cell.history.skipped(&run.task_id, run.due, reason, limit);
                         }
                     }
                     cell.report = Some(report);
@@ -241,7 +245,8 @@ impl StatusWriter {
                     else {
                         return;
                     };
-                    if run.state.is_final() {
+                    // Counted once, when nothing will change it any more.
+                    if outcome.meta.as_ref().is_none_or(|m| m.settled()) {
                         self.ctx
                             .metrics
                             .run_outcomes

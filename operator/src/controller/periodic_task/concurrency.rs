@@ -1,0 +1,135 @@
+//! concurrencyPolicy at a slot: whether the previous run has finished, read fresh from the
+//! result backend right before the push (the followed outcomes may be seconds old), and the
+//! revoke that Replace sends.
+
+use chrono::{DateTime, Utc};
+use redis::IntoConnectionInfo;
+use uuid::Uuid;
+
+use super::engine::Shared;
+use super::outcomes::PENDING_UNKNOWN_AFTER;
+use crate::api::periodic_task::{ConcurrencyPolicy, TaskState};
+use crate::broker::{BrokerError, BrokerUrl};
+use crate::celery::result::{ResultMeta, result_key};
+use crate::celery::revoke::{pidbox_channel, revoke_envelope};
+
+/// What a policy did at one firing.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Held {
+    /// Forbid: the due slots (slot, its task id) were not pushed.
+    Skipped {
+        slots: Vec<(DateTime<Utc>, String)>,
+        previous: String,
+        state: TaskState,
+    },
+    /// Replace: the previous run was revoked; `receivers` workers got the broadcast.
+    Replaced {
+        previous: String,
+        state: TaskState,
+        receivers: i64,
+    },
+}
+
+impl Held {
+    /// Why a skipped slot was not pushed, for its run in status and the event.
+    pub(crate) fn skip_reason(previous: &str, state: TaskState) -> String {
+        format!(
+            "the previous run {previous} is {} (concurrencyPolicy Forbid)",
+            state.as_str()
+        )
+    }
+}
+
+/// The previous run's state when it has not finished: a state that is not final, or no
+/// result yet for a run pushed less than [`PENDING_UNKNOWN_AFTER`] ago (after that, no key
+/// means it will not be known: expired, ignored or lost).
+pub(crate) fn unfinished(
+    meta: Option<&ResultMeta>,
+    pushed: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<TaskState> {
+    match meta {
+        Some(m) => (!m.state.is_final()).then_some(m.state),
+        None => pushed
+            .is_some_and(|p| now - p < PENDING_UNKNOWN_AFTER)
+            .then_some(TaskState::Pending),
+    }
+}
+
+/// Reads the previous run's result. A backend that cannot be read is said as an error;
+/// the caller pushes anyway (a policy never makes a slot wait for a second Redis).
+pub(crate) async fn read_previous(
+    shared: &Shared,
+    results: &BrokerUrl,
+    task_id: &str,
+) -> Result<Option<ResultMeta>, BrokerError> {
+    let mut conn = shared.conns.get(results).await?;
+    let raw: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(result_key(task_id))
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))?;
+    Ok(raw.and_then(|r| ResultMeta::parse(&r).ok()))
+}
+
+/// Publishes the revoke of `task_id` to the workers of broker `url`; returns how many got it.
+pub(crate) async fn revoke(
+    shared: &Shared,
+    url: &BrokerUrl,
+    global_key_prefix: &str,
+    task_id: &str,
+) -> Result<i64, BrokerError> {
+    let db = url
+        .expose()
+        .into_connection_info()
+        .map(|i| i.redis_settings().db())
+        .unwrap_or(0);
+    let mut conn = shared.conns.get(url).await?;
+    redis::cmd("PUBLISH")
+        .arg(pidbox_channel(global_key_prefix, db))
+        .arg(revoke_envelope(task_id, Uuid::new_v4(), Utc::now()))
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+}
+
+/// Whether `policy` looks at the previous run at all.
+pub(crate) fn applies(policy: ConcurrencyPolicy) -> bool {
+    policy != ConcurrencyPolicy::Allow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn meta(state: TaskState) -> ResultMeta {
+        ResultMeta {
+            state,
+            revoke_requested: false,
+            date_done: None,
+            exception: None,
+            retries: None,
+        }
+    }
+
+    #[test]
+    fn waiting_running_and_retrying_are_unfinished_final_states_and_old_silence_are_not() {
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("ts");
+        let recent = Some(now - TimeDelta::seconds(30));
+        for state in [TaskState::Started, TaskState::Retry, TaskState::Pending] {
+            assert_eq!(unfinished(Some(&meta(state)), recent, now), Some(state));
+        }
+        for state in [TaskState::Success, TaskState::Failure, TaskState::Revoked] {
+            assert_eq!(unfinished(Some(&meta(state)), recent, now), None);
+        }
+        // No key: waiting in the queue (or running untracked) until the bound.
+        assert_eq!(unfinished(None, recent, now), Some(TaskState::Pending));
+        assert_eq!(
+            unfinished(None, Some(now - PENDING_UNKNOWN_AFTER), now),
+            None,
+            "an hour of silence is unknown, not running"
+        );
+        assert_eq!(unfinished(None, None, now), None);
+    }
+}
