@@ -103,6 +103,7 @@ async fn engine_run(redis: &RedisServer, n: usize, spread: bool) -> Snapshot {
             Job {
                 plan: p,
                 url: BrokerUrl::new(redis.url(0)),
+                results: None,
                 status_runs: Default::default(),
                 run_now: None,
             },

@@ -23,6 +23,7 @@ mod fields;
 #[cfg(test)]
 mod fuzz;
 mod interval;
+mod solar;
 mod tz;
 
 use std::iter::FusedIterator;
@@ -41,6 +42,7 @@ pub use cron::{Cron, CronError, CronField};
 pub use crontab::{Crontab, CrontabError, CrontabField};
 pub use fields::FieldError;
 pub use interval::{Every, Interval, IntervalError, IntervalErrorKind};
+pub use solar::{Solar, SolarError, SolarEvent};
 pub use tz::{TzError, parse_tz};
 
 /// Any reason a schedule could not be built. Display is one line.
