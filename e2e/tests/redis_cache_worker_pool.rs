@@ -527,6 +527,65 @@ async fn a_pool_waits_for_its_broker_and_resolves_when_it_appears() {
 }
 
 #[tokio::test]
+async fn a_pool_starts_no_worker_before_its_broker_answers() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "wp-hold").await;
+    let _operator = Operator::start(&ns.name);
+    // A broker whose pod can be placed nowhere: its RedisCache exists, with its connection
+    // Secret, but never becomes Ready.
+    ok(apply_yaml(
+        &ns.name,
+        "apiVersion: celeryoperator.io/v1alpha1\nkind: RedisCache\nmetadata: {name: broker}\nspec:\n  purpose: broker\n  pod: {nodeSelector: {celery-operator-e2e/nowhere: \"true\"}}\n",
+    ));
+    apply_sample(&ns.name, "workerpool.yaml");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let replicas = || async {
+        deployments
+            .get_opt("default")
+            .await
+            .expect("get")
+            .and_then(|d| d.spec)
+            .and_then(|s| s.replicas)
+    };
+    eventually(WAIT, "the Deployment held at 0 replicas", || async {
+        (replicas().await == Some(0)).then_some(())
+    })
+    .await;
+    let seen = eventually(WAIT, "a WaitingForBroker event", || async {
+        let seen = events(&ns.name, "involvedObject.kind=WorkerPool");
+        seen.contains("Normal:WaitingForBroker:holding 0 of 2 replicas until the broker's RedisCache is Ready")
+            .then_some(seen)
+    })
+    .await;
+    assert!(!seen.contains("Warning"), "{seen}");
+    // Once Redis can run and answers, the workers start (a StatefulSet does not replace a
+    // pod that never ran, so the cache is made anew where its pod can run).
+    ok(kubectl(&[
+        "delete",
+        "rediscache",
+        "broker",
+        "-n",
+        &ns.name,
+        "--cascade=foreground",
+    ]));
+    ok(kubectl(&[
+        "wait",
+        "-n",
+        &ns.name,
+        "--for=delete",
+        "statefulset/broker",
+        "pod/broker-0",
+        "--timeout=60s",
+    ]));
+    apply_sample(&ns.name, "rediscache.yaml");
+    wait_ready(&ns.name, &["rediscache/broker"]);
+    eventually(WAIT, "2 replicas once the broker is Ready", || async {
+        (replicas().await == Some(2)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn invalid_specs_are_rejected_at_apply_naming_the_field() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "invalid").await;

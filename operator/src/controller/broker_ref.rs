@@ -8,6 +8,8 @@ use kube::{Api, Client};
 use crate::api::RedisCache;
 use crate::api::shared::{BrokerRef, SecretKeyRef};
 use crate::broker::BrokerUrl;
+use crate::controller::conditions::{Conditioned, is_true};
+use crate::controller::redis_cache;
 use crate::controller::redis_cache::secrets::{BASE_URL_KEY, connection_secret_name, secret_value};
 
 /// A broker reference whose Secret exists.
@@ -28,6 +30,9 @@ pub enum ResolvedBroker {
 pub struct Resolved {
     pub broker: ResolvedBroker,
     pub url: BrokerUrl,
+    /// Whether the broker is known to answer: a RedisCache's Ready condition (its Redis
+    /// answers PING); a URL in a Secret is taken as answering, nothing tells otherwise.
+    pub ready: bool,
 }
 
 /// Why a reference did not resolve. Only [`ResolveError::NotFound`] says something about the
@@ -71,16 +76,15 @@ pub async fn resolve(
         (Some(name), None) => {
             let caches: Api<RedisCache> = Api::namespaced(client.clone(), ns);
             let field = format!("{field}.redisCache");
-            if caches
+            let Some(cache) = caches
                 .get_opt(name)
                 .await
                 .map_err(|e| ResolveError::unavailable(&field, format!("RedisCache {name}"), e))?
-                .is_none()
-            {
+            else {
                 return Err(ResolveError::NotFound(format!(
                     "{field}: RedisCache {name} not found"
                 )));
-            }
+            };
             let connection_secret = connection_secret_name(name);
             let base = secrets
                 .get_opt(&connection_secret)
@@ -96,6 +100,7 @@ pub async fn resolve(
                 })?;
             let database = r.database.unwrap_or(0);
             Ok(Resolved {
+                ready: is_true(cache.conditions(), redis_cache::status::READY),
                 url: BrokerUrl::new(format!("{}/{database}", base.trim_end_matches('/'))),
                 broker: ResolvedBroker::RedisCache {
                     connection_secret,
@@ -121,6 +126,7 @@ pub async fn resolve(
                 ))
             })?;
             Ok(Resolved {
+                ready: true,
                 url: BrokerUrl::new(url.trim()),
                 broker: ResolvedBroker::SecretKey(key_ref.clone()),
             })

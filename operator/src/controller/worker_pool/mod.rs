@@ -140,6 +140,13 @@ async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action
     result
 }
 
+/// Replicas while the broker's RedisCache is not Ready: no new worker starts (a Celery
+/// worker started while its broker does not answer sometimes never consumes, even after the
+/// broker comes up), and the running ones stay (they reconnect on their own).
+fn hold_for_broker(desired: i32, running: i32) -> i32 {
+    desired.min(running)
+}
+
 /// The autoscaling policy of a spec, defaults applied; the error names the field.
 pub fn policy(a: &Autoscaling, concurrency: Option<i32>) -> Result<(Policy, Duration), String> {
     let duration =
@@ -229,6 +236,30 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
             };
             (i32::try_from(replicas).unwrap_or(i32::MAX), measurement)
         }
+    };
+    let replicas = if broker.ready {
+        replicas
+    } else {
+        let running = deployments
+            .get_opt(&name)
+            .await?
+            .and_then(|d| d.spec)
+            .and_then(|s| s.replicas)
+            .unwrap_or(0);
+        let held = hold_for_broker(replicas, running);
+        if held < replicas {
+            ctx.publish(
+                wp,
+                EventType::Normal,
+                "WaitingForBroker",
+                "Scale",
+                format!(
+                    "holding {held} of {replicas} replicas until the broker's RedisCache is Ready"
+                ),
+            )
+            .await;
+        }
+        held
     };
     let desired = deployment::build(deployment::Inputs {
         owner: &OwnedBy::new(wp, APP, "worker")?,
