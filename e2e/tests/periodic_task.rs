@@ -566,15 +566,7 @@ fn with_results(task: &str, args: Value, every: &str) -> Value {
 async fn how_each_run_ended_is_in_status_the_result_column_events_and_metrics() {
     let h = Harness::new("pt-outcome").await;
     // Results in db 1 of the same server, as a worker is usually configured.
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "results"},
-        "stringData": {"url": h.redis.url(1)},
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(h.client.clone(), &h.ns.name)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
+    results_secret(&h).await;
     let _worker = CeleryWorker::with_result_backend(&h.redis.url(0), &h.redis.url(1), "celery");
     let mut ok_spec = with_results("tasks.add", json!([2, 3]), "2s");
     ok_spec["historyLimit"] = json!(3);

@@ -86,6 +86,20 @@ pub(crate) struct ResultMeta {
     pub(crate) revoke_requested: bool,
 }
 
+#[cfg(test)]
+impl ResultMeta {
+    /// A value in `state` with nothing else written (tests).
+    pub(crate) fn of(state: TaskState) -> Self {
+        Self {
+            state,
+            date_done: None,
+            exception: None,
+            retries: None,
+            revoke_requested: false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub(crate) enum ResultError {
     #[error("the result value is not JSON")]

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use redis::IntoConnectionInfo;
 use uuid::Uuid;
 
-use super::engine::Shared;
+use super::engine::{Job, Shared};
 use super::outcomes::PENDING_UNKNOWN_AFTER;
+use super::run_state::RunState;
 use crate::api::periodic_task::{ConcurrencyPolicy, TaskState};
 use crate::broker::{BrokerError, BrokerUrl};
 use crate::celery::result::{ResultMeta, result_key};
@@ -43,7 +44,7 @@ impl Held {
 /// The previous run's state when it has not finished: a state that is not final, or no
 /// result yet for a run pushed less than [`PENDING_UNKNOWN_AFTER`] ago (after that, no key
 /// means it will not be known: expired, ignored or lost).
-pub(crate) fn unfinished(
+fn unfinished(
     meta: Option<&ResultMeta>,
     pushed: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -58,7 +59,7 @@ pub(crate) fn unfinished(
 
 /// Reads the previous run's result. A backend that cannot be read is said as an error;
 /// the caller pushes anyway (a policy never makes a slot wait for a second Redis).
-pub(crate) async fn read_previous(
+async fn read_previous(
     shared: &Shared,
     results: &BrokerUrl,
     task_id: &str,
@@ -73,7 +74,7 @@ pub(crate) async fn read_previous(
 }
 
 /// Publishes the revoke of `task_id` to the workers of broker `url`; returns how many got it.
-pub(crate) async fn revoke(
+async fn revoke(
     shared: &Shared,
     url: &BrokerUrl,
     global_key_prefix: &str,
@@ -93,9 +94,50 @@ pub(crate) async fn revoke(
         .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
 }
 
-/// Whether `policy` looks at the previous run at all.
-pub(crate) fn applies(policy: ConcurrencyPolicy) -> bool {
-    policy != ConcurrencyPolicy::Allow
+/// Applies the policy before `slots` (slot, task id) are pushed: Forbid holds them back
+/// while the previous run has not finished, Replace revokes that run first. None: push.
+pub(crate) async fn hold(
+    job: &Job,
+    shared: &Shared,
+    runs: &RunState,
+    slots: Vec<(DateTime<Utc>, String)>,
+) -> Result<Option<Held>, BrokerError> {
+    let plan = &job.plan;
+    if plan.concurrency == ConcurrencyPolicy::Allow {
+        return Ok(None);
+    }
+    let (Some(results), Some(previous)) = (&job.results, &runs.last_task_id) else {
+        return Ok(None);
+    };
+    let meta = match read_previous(shared, results, previous).await {
+        Ok(meta) => meta,
+        Err(err) => {
+            tracing::warn!(error = %err, task_id = %previous, "cannot read the previous run's result: pushing as under Allow");
+            return Ok(None);
+        }
+    };
+    let Some(state) = unfinished(meta.as_ref(), runs.last_slot, Utc::now()) else {
+        return Ok(None);
+    };
+    let previous = previous.clone();
+    Ok(Some(match plan.concurrency {
+        ConcurrencyPolicy::Allow | ConcurrencyPolicy::Forbid => Held::Skipped {
+            slots,
+            previous,
+            state,
+        },
+        ConcurrencyPolicy::Replace => Held::Replaced {
+            receivers: revoke(
+                shared,
+                &job.url,
+                &plan.transport.global_key_prefix,
+                &previous,
+            )
+            .await?,
+            previous,
+            state,
+        },
+    }))
 }
 
 #[cfg(test)]
@@ -104,13 +146,7 @@ mod tests {
     use chrono::TimeDelta;
 
     fn meta(state: TaskState) -> ResultMeta {
-        ResultMeta {
-            state,
-            revoke_requested: false,
-            date_done: None,
-            exception: None,
-            retries: None,
-        }
+        ResultMeta::of(state)
     }
 
     #[test]

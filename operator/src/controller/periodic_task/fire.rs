@@ -197,28 +197,25 @@ async fn push_due(
             }
         }
     }
-    if ready.iter().any(|(_, _, enc)| enc.is_some())
-        && let Some(held) = hold(job, shared, &out.runs).await?
-    {
-        if let Held::Skipped {
-            previous, state, ..
-        } = held
+    if job.plan.concurrency != ConcurrencyPolicy::Allow {
+        let pushable: Vec<(DateTime<Utc>, String)> = ready
+            .iter()
+            .filter(|(_, _, enc)| enc.is_some())
+            .map(|(slot, id, _)| (*slot, id.to_string()))
+            .collect();
+        if !pushable.is_empty()
+            && let Some(held) = concurrency::hold(job, shared, &out.runs, pushable).await?
         {
-            let slots: Vec<(DateTime<Utc>, String)> = ready
-                .iter()
-                .filter(|(_, _, enc)| enc.is_some())
-                .map(|(slot, id, _)| (*slot, id.to_string()))
-                .collect();
-            out.runs.skipped_runs += slots.len() as i64;
-            out.runs.last_slot = due.newest.max(out.runs.last_slot);
-            out.held = Some(Held::Skipped {
-                slots,
-                previous,
-                state,
-            });
-            return Ok(());
+            let skipped = matches!(held, Held::Skipped { .. });
+            if let Held::Skipped { slots, .. } = &held {
+                out.runs.skipped_runs += slots.len() as i64;
+                out.runs.last_slot = due.newest.max(out.runs.last_slot);
+            }
+            out.held = Some(held);
+            if skipped {
+                return Ok(());
+            }
         }
-        out.held = Some(held);
     }
     for (slot, id, enc) in ready {
         if let Some(enc) = enc {
@@ -243,46 +240,6 @@ async fn push_due(
         out.runs.last_slot = due.newest;
     }
     Ok(())
-}
-
-/// Applies the concurrency policy before due slots are pushed: Forbid holds them back while
-/// the previous run has not finished, Replace revokes that run first.
-async fn hold(job: &Job, shared: &Shared, runs: &RunState) -> Result<Option<Held>, BrokerError> {
-    let plan = &job.plan;
-    let (Some(results), Some(previous)) = (&job.results, &runs.last_task_id) else {
-        return Ok(None);
-    };
-    if !concurrency::applies(plan.concurrency) {
-        return Ok(None);
-    }
-    let meta = match concurrency::read_previous(shared, results, previous).await {
-        Ok(meta) => meta,
-        Err(err) => {
-            tracing::warn!(error = %err, task_id = %previous, "cannot read the previous run's result: pushing as under Allow");
-            return Ok(None);
-        }
-    };
-    let Some(state) = concurrency::unfinished(meta.as_ref(), runs.last_slot, Utc::now()) else {
-        return Ok(None);
-    };
-    Ok(Some(match plan.concurrency {
-        ConcurrencyPolicy::Replace => Held::Replaced {
-            receivers: concurrency::revoke(
-                shared,
-                &job.url,
-                &plan.transport.global_key_prefix,
-                previous,
-            )
-            .await?,
-            previous: previous.clone(),
-            state,
-        },
-        _ => Held::Skipped {
-            slots: Vec::new(),
-            previous: previous.clone(),
-            state,
-        },
-    }))
 }
 
 /// Lateness is the broker's acknowledgement minus the slot.

@@ -256,13 +256,7 @@ mod tests {
     }
 
     fn meta(state: TaskState) -> Option<ResultMeta> {
-        Some(ResultMeta {
-            state,
-            revoke_requested: false,
-            date_done: None,
-            exception: None,
-            retries: None,
-        })
+        Some(ResultMeta::of(state))
     }
 
     #[test]

@@ -175,11 +175,9 @@ mod tests {
 
     fn meta(state: TaskState, done_ms: Option<i64>, exception: Option<&str>) -> ResultMeta {
         ResultMeta {
-            state,
-            revoke_requested: false,
             date_done: done_ms.map(at),
             exception: exception.map(str::to_string),
-            retries: None,
+            ..ResultMeta::of(state)
         }
     }
 

@@ -491,11 +491,9 @@ mod tests {
         exception: Option<&str>,
     ) -> crate::celery::result::ResultMeta {
         crate::celery::result::ResultMeta {
-            state,
-            revoke_requested: false,
             date_done: DateTime::from_timestamp_millis(done_ms),
             exception: exception.map(str::to_string),
-            retries: None,
+            ..crate::celery::result::ResultMeta::of(state)
         }
     }
 

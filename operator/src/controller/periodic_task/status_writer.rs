@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -41,7 +41,7 @@ pub(crate) struct StatusWriter {
     engine: Engine,
     outcomes: Outcomes,
     cells: Mutex<HashMap<Key, Cell>>,
-    writes: TokenBucket,
+    writes: WriteBudget,
 }
 
 /// What is known about one task, for its status.
@@ -53,7 +53,7 @@ struct Cell {
     written: Option<PeriodicTaskStatus>,
     writing: bool,
     dirty: bool,
-    failure_events: EventBudget,
+    failure_events: Bucket,
 }
 
 impl Cell {
@@ -66,7 +66,7 @@ impl Cell {
             written: None,
             writing: false,
             dirty: false,
-            failure_events: EventBudget::default(),
+            failure_events: Bucket::failure_events(),
         }
     }
 
@@ -107,37 +107,44 @@ impl Cell {
 const FAILURE_EVENT_BURST: f64 = 10.0;
 const FAILURE_EVENT_EVERY: Duration = Duration::from_secs(60);
 
-/// A token bucket for one task's RunFailed events.
+/// Tokens refilled at `rate` per second up to `burst`: the write rate over all tasks and
+/// each task's RunFailed events.
 #[derive(Debug)]
-struct EventBudget {
+struct Bucket {
+    rate: f64,
+    burst: f64,
     tokens: f64,
-    at: Option<std::time::Instant>,
+    at: Option<Instant>,
 }
 
-impl Default for EventBudget {
-    fn default() -> Self {
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
         Self {
-            tokens: FAILURE_EVENT_BURST,
+            rate,
+            burst,
+            tokens: burst,
             at: None,
         }
     }
-}
 
-impl EventBudget {
-    /// Whether one more event may be recorded at `now`.
-    fn take(&mut self, now: std::time::Instant) -> bool {
+    /// Takes a token at `now`, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
         if let Some(at) = self.at {
-            let refill =
-                now.saturating_duration_since(at).as_secs_f64() / FAILURE_EVENT_EVERY.as_secs_f64();
-            self.tokens = (self.tokens + refill).min(FAILURE_EVENT_BURST);
+            let refill = now.saturating_duration_since(at).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + refill).min(self.burst);
         }
         self.at = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
         }
+    }
+
+    /// A task's RunFailed events.
+    fn failure_events() -> Self {
+        Self::new(1.0 / FAILURE_EVENT_EVERY.as_secs_f64(), FAILURE_EVENT_BURST)
     }
 }
 
@@ -158,7 +165,7 @@ impl StatusWriter {
             engine,
             outcomes,
             cells: Mutex::new(HashMap::new()),
-            writes: TokenBucket::new(STATUS_WRITES_PER_SECOND),
+            writes: WriteBudget::new(STATUS_WRITES_PER_SECOND),
         }
     }
 
@@ -256,7 +263,7 @@ impl StatusWriter {
                             .inc();
                     }
                     if run.state == TaskState::Failure
-                        && cell.failure_events.take(std::time::Instant::now())
+                        && cell.failure_events.take(Instant::now()).is_ok()
                     {
                         run_failed = Some((
                             format!("status.recentRuns{{{}}}", run.task_id),
@@ -393,32 +400,19 @@ impl StatusWriter {
     }
 }
 
-/// A plain token bucket (burst = one second's worth).
-struct TokenBucket {
-    rate: f64,
-    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
-}
+/// The write rate over all tasks; a writer waits for its token.
+struct WriteBudget(tokio::sync::Mutex<Bucket>);
 
-impl TokenBucket {
+impl WriteBudget {
     fn new(rate: f64) -> Self {
-        Self {
-            rate,
-            state: tokio::sync::Mutex::new((rate, tokio::time::Instant::now())),
-        }
+        Self(tokio::sync::Mutex::new(Bucket::new(rate, rate)))
     }
 
     async fn acquire(&self) {
         loop {
-            let wait = {
-                let mut s = self.state.lock().await;
-                let now = tokio::time::Instant::now();
-                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
-                s.1 = now;
-                if s.0 >= 1.0 {
-                    s.0 -= 1.0;
-                    return;
-                }
-                Duration::from_secs_f64((1.0 - s.0) / self.rate)
+            let wait = match self.0.lock().await.take(Instant::now()) {
+                Ok(()) => return,
+                Err(wait) => wait,
             };
             tokio::time::sleep(wait).await;
         }
@@ -432,16 +426,16 @@ mod tests {
     #[test]
     fn a_task_failing_every_few_seconds_records_a_burst_of_events_then_one_a_minute() {
         let start = std::time::Instant::now();
-        let mut budget = EventBudget::default();
+        let mut budget = Bucket::failure_events();
         let at = |s: u64| start + Duration::from_secs(s);
-        let first: Vec<bool> = (0..12).map(|i| budget.take(at(i))).collect();
+        let first: Vec<bool> = (0..12).map(|i| budget.take(at(i)).is_ok()).collect();
         assert_eq!(first.iter().filter(|b| **b).count(), 10, "{first:?}");
         assert!(!first[10] && !first[11]);
-        assert!(!budget.take(at(30)), "not yet a minute");
-        assert!(budget.take(at(70)), "one more after a minute");
-        assert!(!budget.take(at(71)));
+        assert!(budget.take(at(30)).is_err(), "not yet a minute");
+        assert!(budget.take(at(70)).is_ok(), "one more after a minute");
+        assert!(budget.take(at(71)).is_err());
         assert!(
-            (0..10).all(|_| budget.take(at(70 + 3600))),
+            (0..10).all(|_| budget.take(at(70 + 3600)).is_ok()),
             "an hour later the burst is back"
         );
     }
