@@ -40,9 +40,14 @@ pub struct Resolved {
 /// before stays in use.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// The RedisCache or Secret does not exist, has no URL yet, or the reference is malformed.
+    /// The RedisCache or Secret does not exist, a Secret lacks the key, or the reference is
+    /// malformed: only a user can fix it.
     #[error("{0}")]
     NotFound(String),
+    /// The RedisCache exists but has not written its connection Secret yet: it is being
+    /// created, and its watch brings the reference back once the Secret is there.
+    #[error("{0}")]
+    Pending(String),
     /// Reading failed (a timeout, a 5xx, a denied request, a restarting API server).
     #[error("{field}: reading {object}: {source}")]
     Unavailable {
@@ -94,8 +99,8 @@ pub async fn resolve(
                 })?
                 .and_then(|s| secret_value(&s, BASE_URL_KEY))
                 .ok_or_else(|| {
-                    ResolveError::NotFound(format!(
-                        "{field}: RedisCache {name} has no connection Secret yet"
+                    ResolveError::Pending(format!(
+                        "{field}: RedisCache {name} is being created: its connection Secret is not written yet"
                     ))
                 })?;
             let database = r.database.unwrap_or(0);

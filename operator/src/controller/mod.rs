@@ -56,6 +56,7 @@ impl Error {
             Error::CrdMissing(_) => "crd_missing",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Broker(broker_ref::ResolveError::NotFound(_)) => "broker_unresolved",
+            Error::Broker(broker_ref::ResolveError::Pending(_)) => "broker_pending",
             Error::Broker(broker_ref::ResolveError::Unavailable { .. }) => "broker_unavailable",
             Error::MissingField(_) => "missing_field",
             Error::MissingSecret(_) => "missing_secret",

@@ -137,12 +137,19 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
     let resolved = match broker_ref::resolve(&ctx.client, &ns, "spec.broker", &pt.spec.broker).await
     {
         Ok(resolved) => resolved,
-        Err(ResolveError::NotFound(message)) => {
-            // Only a reference to nothing stops the task.
+        Err(err @ (ResolveError::NotFound(_) | ResolveError::Pending(_))) => {
+            // Only a reference to nothing (yet) stops the task.
             st.forget(&key);
+            let err = Error::from(err);
             ctx.metrics
-                .reconcile_failed("PeriodicTask", "broker_unresolved");
-            let seen = Seen::BrokerUnresolved { schedule, message };
+                .reconcile_failed("PeriodicTask", err.metric_label());
+            let pending = matches!(err, Error::Broker(ResolveError::Pending(_)));
+            let message = err.to_string();
+            let seen = Seen::BrokerUnresolved {
+                schedule,
+                message,
+                pending,
+            };
             return st
                 .reconciled(&pt, key, seen, Action::requeue(UNRESOLVED_RETRY))
                 .await;
@@ -175,7 +182,9 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
         Some(rb) => match broker_ref::resolve(&ctx.client, &ns, "spec.resultBackend", rb).await {
             Ok(resolved) => Results::Read(resolved.url),
             // Outcomes are not read, pushes go on.
-            Err(ResolveError::NotFound(message)) => Results::Unresolved(message),
+            Err(ResolveError::NotFound(message) | ResolveError::Pending(message)) => {
+                Results::Unresolved(message)
+            }
             Err(err) => {
                 let err = Error::from(err);
                 ctx.metrics

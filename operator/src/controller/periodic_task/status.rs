@@ -43,8 +43,13 @@ pub(crate) enum Seen {
     InvalidSchedule { schedule: String, message: String },
     /// The message could never be valid (e.g. a bad header, expires).
     InvalidMessage { schedule: String, message: String },
-    /// The broker Secret is missing.
-    BrokerUnresolved { schedule: String, message: String },
+    /// The broker Secret is missing; `pending` when its RedisCache is still being created
+    /// (no Warning for that: it resolves on its own).
+    BrokerUnresolved {
+        schedule: String,
+        message: String,
+        pending: bool,
+    },
 }
 
 impl Default for Seen {
@@ -64,7 +69,12 @@ impl Seen {
         match self {
             Seen::InvalidSchedule { message, .. } => Some(("InvalidSchedule", message.clone())),
             Seen::InvalidMessage { message, .. } => Some(("InvalidMessage", message.clone())),
-            Seen::BrokerUnresolved { message, .. } => Some(("BrokerNotFound", message.clone())),
+            Seen::BrokerUnresolved {
+                message,
+                pending: false,
+                ..
+            } => Some(("BrokerNotFound", message.clone())),
+            Seen::BrokerUnresolved { pending: true, .. } => None,
             Seen::Scheduled {
                 stale_broker: Some(message),
                 ..
@@ -123,11 +133,23 @@ pub(crate) fn build(
                 "the message is invalid".into(),
             )),
         ),
-        Seen::BrokerUnresolved { schedule, message } => (
+        Seen::BrokerUnresolved {
+            schedule,
+            message,
+            pending,
+        } => (
             schedule,
             Ok(()),
             Ok(()),
-            Err((Status::False, "BrokerNotFound", message.clone())),
+            Err((
+                Status::False,
+                if *pending {
+                    "WaitingForBroker"
+                } else {
+                    "BrokerNotFound"
+                },
+                message.clone(),
+            )),
         ),
     };
     let suspended = matches!(seen, Seen::Scheduled { suspend: true, .. });
@@ -456,6 +478,29 @@ mod tests {
             (c.status.as_str(), c.reason.as_str()),
             ("Unknown", "NotChecked")
         );
+    }
+
+    #[test]
+    fn a_broker_still_being_created_is_waited_for_without_a_warning() {
+        for (pending, reason) in [(true, "WaitingForBroker"), (false, "BrokerNotFound")] {
+            let seen = Seen::BrokerUnresolved {
+                schedule: "every 10s".into(),
+                message: "spec.broker.redisCache: RedisCache b ...".into(),
+                pending,
+            };
+            let s = build(
+                &pt(),
+                Default::default(),
+                &seen,
+                None,
+                &RunHistory::default(),
+                Timestamp::UNIX_EPOCH,
+            );
+            let c = condition(&s.conditions, BROKER_REACHABLE);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason));
+            assert!(!is_true(&s.conditions, READY));
+            assert_eq!(seen.warning().is_some(), !pending);
+        }
     }
 
     #[test]

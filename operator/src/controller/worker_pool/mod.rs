@@ -30,6 +30,7 @@ use crate::api::{RedisCache, WorkerPool};
 use crate::autoscale::Policy;
 use crate::schedule::Interval;
 use autoscaler::{Autoscaler, Target};
+use status::WAITING_FOR_BROKER;
 
 const APP: &str = "celery-worker";
 
@@ -117,24 +118,25 @@ async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action
     if let Err(err) = &result {
         ctx.metrics
             .reconcile_failed("WorkerPool", err.metric_label());
-        let (reason, status) = match err {
+        let (event_type, reason, status) = match err {
             Error::Broker(broker::ResolveError::NotFound(msg)) => (
+                EventType::Warning,
                 "BrokerNotFound",
-                status::broker_unresolved(&wp, msg, Timestamp::now()),
+                status::broker_unresolved(&wp, "BrokerNotFound", msg, Timestamp::now()),
+            ),
+            Error::Broker(broker::ResolveError::Pending(msg)) => (
+                EventType::Normal,
+                WAITING_FOR_BROKER,
+                status::broker_unresolved(&wp, WAITING_FOR_BROKER, msg, Timestamp::now()),
             ),
             other => (
+                EventType::Warning,
                 "ReconcileFailed",
                 status::failed(&wp, "ReconcileFailed", other.to_string(), Timestamp::now()),
             ),
         };
-        ctx.publish(
-            &*wp,
-            EventType::Warning,
-            reason,
-            "Reconcile",
-            err.to_string(),
-        )
-        .await;
+        ctx.publish(&*wp, event_type, reason, "Reconcile", err.to_string())
+            .await;
         write_status(&ctx.client, &*wp, &ns, wp.status.as_ref(), status).await?;
     }
     result
@@ -251,7 +253,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
             ctx.publish(
                 wp,
                 EventType::Normal,
-                "WaitingForBroker",
+                WAITING_FOR_BROKER,
                 "Scale",
                 format!(
                     "holding {held} of {replicas} replicas until the broker's RedisCache is Ready"

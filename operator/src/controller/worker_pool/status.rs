@@ -128,10 +128,14 @@ fn scaling_conditions(m: Option<&Measurement>, replicas: i32) -> Vec<Observed> {
     vec![active, limited]
 }
 
+/// The reason while the broker's RedisCache is being created or is not Ready yet.
+pub(crate) const WAITING_FOR_BROKER: &str = "WaitingForBroker";
+
 /// Status when the broker (or result backend) cannot be resolved: the Deployment is left as
 /// it is, so running workers keep running.
 pub(crate) fn broker_unresolved(
     wp: &WorkerPool,
+    reason: &'static str,
     message: &str,
     now: Timestamp,
 ) -> WorkerPoolStatus {
@@ -141,8 +145,8 @@ pub(crate) fn broker_unresolved(
         conditions: merge(
             wp.conditions(),
             vec![
-                Observed::new(BROKER_RESOLVED, false, "BrokerNotFound", message),
-                Observed::new(READY, false, "BrokerNotFound", message),
+                Observed::new(BROKER_RESOLVED, false, reason, message),
+                Observed::new(READY, false, reason, message),
             ],
             wp.metadata.generation,
             now,
@@ -168,6 +172,8 @@ pub(crate) fn failed(
             let resolved = c.status == "True";
             let reason = if resolved {
                 "Resolved"
+            } else if c.reason == WAITING_FOR_BROKER {
+                WAITING_FOR_BROKER
             } else {
                 "BrokerNotFound"
             };
@@ -191,18 +197,18 @@ mod tests {
     #[test]
     fn a_failure_keeps_an_unresolved_broker_unresolved() {
         let mut wp = WorkerPool::new("p", WorkerPoolSpec::default());
-        wp.status = Some(broker_unresolved(
-            &wp,
-            "spec.broker.redisCache: RedisCache b not found",
-            Timestamp::UNIX_EPOCH,
-        ));
-        let s = failed(&wp, "ApplyFailed", "boom".into(), Timestamp::UNIX_EPOCH);
-        let c = condition(&s.conditions, BROKER_RESOLVED);
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "BrokerNotFound")
-        );
-        assert!(c.message.contains("not found"));
+        for reason in ["BrokerNotFound", WAITING_FOR_BROKER] {
+            wp.status = Some(broker_unresolved(
+                &wp,
+                reason,
+                "spec.broker.redisCache: RedisCache b not found",
+                Timestamp::UNIX_EPOCH,
+            ));
+            let s = failed(&wp, "ApplyFailed", "boom".into(), Timestamp::UNIX_EPOCH);
+            let c = condition(&s.conditions, BROKER_RESOLVED);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reason));
+            assert!(c.message.contains("not found"));
+        }
     }
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
 
@@ -325,11 +331,15 @@ mod tests {
         let wp = WorkerPool::new("w", WorkerPoolSpec::default());
         let s = broker_unresolved(
             &wp,
+            "BrokerNotFound",
             "spec.broker.redisCache: RedisCache x not found",
             Timestamp::UNIX_EPOCH,
         );
         for c in &s.conditions {
-            assert_eq!(c.status, "False");
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "BrokerNotFound")
+            );
             assert_eq!(c.message, "spec.broker.redisCache: RedisCache x not found");
         }
     }
