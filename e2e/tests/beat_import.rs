@@ -103,6 +103,9 @@ async fn a_beat_schedule_moves_over_with_the_same_fire_times_and_every_refusal_n
         "db fortnightly",
         "db every two days, disabled",
         "db clocked",
+        "at sunset",
+        "tromso dusk",
+        "db sydney sunrise",
     ]
     .map(String::from)
     .into();
@@ -114,10 +117,6 @@ async fn a_beat_schedule_moves_over_with_the_same_fire_times_and_every_refusal_n
         .collect();
     assert_eq!(imported, enabled, "{stderr}");
     for (entry, reason) in [
-        (
-            "at sunset",
-            "solar('sunset', 52.52, 13.4) has no PeriodicTask counterpart",
-        ),
         ("twice a second", "every 0.5s is shorter than 1s"),
         ("object argument", "args: [<object object at"),
         ("db one off", "one_off: a PeriodicTask has no one-off mode"),
@@ -187,11 +186,21 @@ async fn a_beat_schedule_moves_over_with_the_same_fire_times_and_every_refusal_n
         let theirs = celery
             .get(&name)
             .unwrap_or_else(|| panic!("Celery computed no fires for {name}"));
-        assert_eq!(
+        let (ours, theirs) = (
             instants(ours.lines().map(String::from)),
             instants(theirs.iter().cloned()),
-            "{name}"
         );
+        if pt.spec.schedule.solar.is_some() {
+            // Celery's are PyEphem's instants (within 0.1 s of the event, microseconds);
+            // ours are the converged event's whole second: the same fire within 1.5 s.
+            assert_eq!(ours.len(), theirs.len(), "{name}");
+            for (o, t) in ours.iter().zip(&theirs) {
+                let off = (*o - *t).num_milliseconds().abs();
+                assert!(off < 1_500, "{name}: {o} is {off} ms from Celery's {t}");
+            }
+        } else {
+            assert_eq!(ours, theirs, "{name}");
+        }
     }
 
     // --check prints no manifests and fails while something cannot be imported;

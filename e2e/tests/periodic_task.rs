@@ -551,6 +551,121 @@ async fn at_runs_once_also_when_the_operator_dies_around_the_instant_then_is_com
     );
 }
 
+/// A longitude on the equator where the next solar noon after `target - 12h` falls in
+/// `target`'s second (noon moves 4 minutes per degree west), and that noon.
+fn longitude_with_noon_at(target: DateTime<Utc>) -> (f64, DateTime<Utc>) {
+    use celery_operator::schedule::{Solar, SolarEvent};
+    let noon_at = |longitude: f64| {
+        Solar::new(SolarEvent::SolarNoon, 0.0, longitude)
+            .expect("valid place")
+            .next_after(target - chrono::TimeDelta::hours(12))
+            .expect("a noon every day")
+    };
+    let mut longitude = 0.0;
+    for _ in 0..8 {
+        let late = (noon_at(longitude) - target).num_milliseconds() as f64 / 1000.0;
+        longitude = (longitude + late / 240.0 + 180.0).rem_euclid(360.0) - 180.0;
+    }
+    (longitude, noon_at(longitude))
+}
+
+/// What Celery's own `solar` computes: the next event after `after` (beat's last run).
+fn celery_solar_next(
+    event: &str,
+    latitude: f64,
+    longitude: f64,
+    after: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let script = format!(
+        "import datetime\nfrom celery import Celery\nfrom celery.schedules import solar\n\
+         last = datetime.datetime.fromisoformat('{}')\n\
+         s = solar('{event}', {latitude}, {longitude}, app=Celery(), nowfun=lambda: last)\n\
+         print((last + s.remaining_estimate(last)).isoformat())",
+        after.to_rfc3339()
+    );
+    let out = ok(
+        std::process::Command::new(celery_operator_e2e::celery::venv_bin("python"))
+            .args(["-c", &script])
+            .output()
+            .expect("python"),
+    );
+    DateTime::parse_from_rfc3339(out.trim())
+        .expect("an instant")
+        .with_timezone(&Utc)
+}
+
+#[tokio::test]
+async fn solar_noon_fires_in_the_second_celery_computes_for_the_place() {
+    let h = Harness::new("pt-solar").await;
+    let _worker = h.worker("celery");
+    let target = Utc::now() + chrono::TimeDelta::seconds(10);
+    let (longitude, noon) = longitude_with_noon_at(target);
+    let celery = celery_solar_next(
+        "solar_noon",
+        0.0,
+        longitude,
+        target - chrono::TimeDelta::hours(12),
+    );
+    let off = (noon - celery).num_milliseconds().abs();
+    assert!(off < 1_000, "ours {noon}, Celery's {celery}");
+    let mut spec = every("noon", "1s");
+    spec["schedule"] =
+        json!({"solar": {"event": "solar_noon", "latitude": 0, "longitude": longitude}});
+    h.apply("noon", spec);
+    let scheduled = eventually(WAIT, "the noon scheduled", || async {
+        h.status("noon").await.next_schedule_time
+    })
+    .await;
+    assert_eq!(
+        scheduled.0.as_second(),
+        noon.timestamp(),
+        "nextScheduleTime"
+    );
+    let pt = eventually(WAIT, "the noon run", || async {
+        let pt = h.get("noon").await;
+        (pt.status.as_ref().and_then(|s| s.total_runs) == Some(1)).then_some(pt)
+    })
+    .await;
+    let status = pt.status.clone().unwrap_or_default();
+    assert_eq!(last_schedule(&status), noon);
+    let next = status.next_schedule_time.expect("tomorrow's noon");
+    let day = next.0.as_second() - noon.timestamp();
+    assert!(
+        (86_300..86_500).contains(&day),
+        "the next noon is a day later: {day} s"
+    );
+    let id = celery_operator::celery::task_id_for_slot(&pt.uid().expect("uid"), &noon)
+        .expect("id")
+        .to_string();
+    eventually(WAIT, "its execution", || async {
+        (h.executed_ids("noon") == [id.clone()]).then_some(())
+    })
+    .await;
+    let table = ok(kubectl(&["get", "ptask", "noon", "-n", &h.ns.name]));
+    assert!(table.contains("solar solar_noon 0,"), "{table}");
+    // Bad places are refused at apply, naming the field.
+    let bad = kubectl_with_input(
+        &["apply", "-n", &h.ns.name, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+                "metadata": {"name": "bad-solar"},
+                "spec": {"task": "tasks.record",
+                         "schedule": {"solar": {"event": "sundown", "latitude": 91, "longitude": 0}},
+                         "broker": {"secretKeyRef": {"name": "broker", "key": "url"}}}
+            })
+            .to_string(),
+        ),
+    );
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("spec.schedule.solar.event: Unsupported value: \"sundown\"")
+            && stderr.contains("spec.schedule.solar.latitude: Invalid value: 91"),
+        "{stderr}"
+    );
+}
+
 /// A spec that pushes `task(args)` on `every`, its outcomes read from the Secret `results`.
 fn with_results(task: &str, args: Value, every: &str) -> Value {
     json!({
@@ -1077,7 +1192,8 @@ async fn an_invalid_schedule_value_is_reported_with_the_parser_message() {
     );
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("exactly one of every, crontab, cron or at")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("exactly one of every, crontab, cron, at or solar")
     );
     // An interval Celery would take as a float is refused at admission, naming the field.
     let out = kubectl_with_input(

@@ -59,8 +59,10 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="*/15", hour="22-23", day_of_week="sun"),
         "options": {"routing_key": "reports", "headers": {"tenant": "acme"}},
     },
-    # Not importable, each for a stated reason.
     "at sunset": {"task": "beatproj.celery.ping", "schedule": solar("sunset", 52.52, 13.40)},
+    # Dusk in Tromsø: no civil dusk in the weeks around midsummer.
+    "tromso dusk": {"task": "beatproj.celery.ping", "schedule": solar("dusk_civil", 69.65, 18.96)},
+    # Not importable, each for a stated reason.
     "twice a second": {"task": "beatproj.celery.ping", "schedule": 0.5},
     "object argument": {
         "task": "beatproj.celery.add",

@@ -39,9 +39,9 @@ def main():
     result = {}
     for name, entry in app.conf.beat_schedule.items():
         schedule = maybe_schedule(entry["schedule"], app=app)
-        if hasattr(schedule, "remaining_estimate") and not hasattr(schedule, "event"):
+        if hasattr(schedule, "remaining_estimate"):
             result[name] = fires(schedule, after, count)
-    for row in PeriodicTask.objects.exclude(interval=None, crontab=None, clocked=None):
+    for row in PeriodicTask.objects.exclude(interval=None, crontab=None, clocked=None, solar=None):
         # A clocked row is one-off: beat disables it after its one run.
         n = 1 if row.clocked is not None else count
         result[row.name] = fires(row.schedule, after, n)

@@ -18,6 +18,7 @@ from django_celery_beat.models import (  # noqa: E402
     CrontabSchedule,
     IntervalSchedule,
     PeriodicTask,
+    SolarSchedule,
 )
 
 five_minutes, _ = IntervalSchedule.objects.get_or_create(every=5, period=IntervalSchedule.MINUTES)
@@ -29,6 +30,9 @@ new_york_morning, _ = CrontabSchedule.objects.get_or_create(
 every_fortnight_day, _ = CrontabSchedule.objects.get_or_create(
     minute="20", hour="3", day_of_week="*", day_of_month="1,15", month_of_year="*",
     timezone=zoneinfo.ZoneInfo("UTC"),
+)
+sydney_sunrise, _ = SolarSchedule.objects.get_or_create(
+    event="sunrise", latitude="-33.870000", longitude="151.210000"
 )
 clocked, _ = ClockedSchedule.objects.get_or_create(
     clocked_time=datetime.datetime(2030, 6, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -62,6 +66,10 @@ PeriodicTask.objects.update_or_create(
 PeriodicTask.objects.update_or_create(
     name="db one off",
     defaults=dict(task="beatproj.celery.ping", interval=five_minutes, one_off=True),
+)
+PeriodicTask.objects.update_or_create(
+    name="db sydney sunrise",
+    defaults=dict(task="beatproj.celery.ping", solar=sydney_sunrise),
 )
 PeriodicTask.objects.update_or_create(
     name="db clocked",

@@ -156,12 +156,12 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
-/// Exactly one of `every`, `crontab`, `cron` or `at`.
+/// Exactly one of `every`, `crontab`, `cron`, `at` or `solar`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
-    "(has(self.every) ? 1 : 0) + (has(self.crontab) ? 1 : 0) + (has(self.cron) ? 1 : 0) + (has(self.at) ? 1 : 0) == 1"
-).message("set exactly one of every, crontab, cron or at"))]
+    "(has(self.every) ? 1 : 0) + (has(self.crontab) ? 1 : 0) + (has(self.cron) ? 1 : 0) + (has(self.at) ? 1 : 0) + (has(self.solar) ? 1 : 0) == 1"
+).message("set exactly one of every, crontab, cron, at or solar"))]
 pub struct ScheduleSpec {
     /// A fixed interval such as `10s` or `1h15m40s` (at least 1s); slots are anchored at
     /// `startTime` or creation, so they never drift.
@@ -186,6 +186,12 @@ pub struct ScheduleSpec {
     /// `startTime`) never runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<Time>,
+    /// When the Sun reaches an event at a place (Celery's `solar`), computed as Celery
+    /// computes it, so a task ported from `solar('sunset', lat, lon)` fires in the same
+    /// minute. A day on which the event does not occur there (polar day or night) has no
+    /// slot; the next day that has one does. `timeZone` only changes how times are shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solar: Option<crate::schedule::SolarSpec>,
 }
 
 /// Celery's `crontab(minute, hour, day_of_week, day_of_month, month_of_year)`; each field
@@ -337,7 +343,7 @@ mod tests {
         assert!(
             rules
                 .to_string()
-                .contains("exactly one of every, crontab, cron or at")
+                .contains("exactly one of every, crontab, cron, at or solar")
         );
     }
 

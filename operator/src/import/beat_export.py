@@ -49,6 +49,11 @@ def _instant(value):
     return value.isoformat()
 
 
+def _solar(event, latitude, longitude):
+    # django-celery-beat keeps the coordinates as Decimal.
+    return {"event": event, "latitude": float(latitude), "longitude": float(longitude)}
+
+
 def _schedule(sched, timezone, errors):
     """The JSON form of a Celery schedule object (or a number of seconds); beat reads a
     crontab in the app's time zone."""
@@ -68,7 +73,7 @@ def _schedule(sched, timezone, errors):
         }
         return {"crontab": fields, "timezone": timezone}
     if isinstance(sched, schedules.solar):
-        return {"unsupported": f"solar('{sched.event}', {sched.lat}, {sched.lon})"}
+        return {"solar": _solar(sched.event, sched.lat, sched.lon)}
     if isinstance(sched, schedules.schedule):
         if sched.relative:
             errors.append("schedule: relative=True rounds slots to the interval's unit")
@@ -140,7 +145,7 @@ def django_celery_beat_entries(include_disabled):
                 "timezone": str(c.timezone),
             }
         elif row.solar is not None:
-            schedule = {"unsupported": f"solar('{row.solar.event}', {row.solar.latitude}, {row.solar.longitude})"}
+            schedule = {"solar": _solar(row.solar.event, row.solar.latitude, row.solar.longitude)}
         elif row.clocked is not None:
             schedule = {"clocked": _instant(row.clocked.clocked_time)}
         else:

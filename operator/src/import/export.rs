@@ -52,17 +52,26 @@ fn enabled() -> bool {
     true
 }
 
-/// A schedule: exactly one of every_seconds, crontab, clocked or unsupported.
+/// A schedule: exactly one of every_seconds, crontab, clocked, solar or unsupported.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub(crate) struct ExportedSchedule {
     pub(crate) every_seconds: Option<f64>,
     pub(crate) crontab: Option<ExportedCrontab>,
     /// django-celery-beat's clocked schedule: one RFC 3339 instant.
     pub(crate) clocked: Option<String>,
+    /// Celery's solar schedule, as Python holds it (the event is checked when mapping).
+    pub(crate) solar: Option<ExportedSolar>,
     /// The zone a crontab is read in.
     pub(crate) timezone: Option<String>,
     /// A schedule kind PeriodicTask has no counterpart for, as Python prints it.
     pub(crate) unsupported: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub(crate) struct ExportedSolar {
+    pub(crate) event: String,
+    pub(crate) latitude: f64,
+    pub(crate) longitude: f64,
 }
 
 /// Celery's crontab fields in its own string forms.

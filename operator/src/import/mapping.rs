@@ -12,7 +12,7 @@ use crate::api::periodic_task::{CrontabSpec, PeriodicTaskSpec, ScheduleSpec};
 use crate::api::shared::BrokerRef;
 use crate::controller::periodic_task::plan;
 use crate::controller::time::{from_time, to_time};
-use crate::schedule::Interval;
+use crate::schedule::{Interval, SolarEvent, SolarSpec};
 
 /// The entry's name as Celery knows it (names of Kubernetes objects are stricter).
 pub(crate) const ENTRY_NAME_ANNOTATION: &str = "celeryoperator.io/beat-entry";
@@ -125,8 +125,20 @@ fn schedule(
 ) -> Result<(ScheduleSpec, Option<String>), String> {
     if let Some(u) = &s.unsupported {
         return Err(format!(
-            "schedule: {u} has no PeriodicTask counterpart (every, crontab, cron or at)"
+            "schedule: {u} has no PeriodicTask counterpart (every, crontab, cron, at or solar)"
         ));
+    }
+    if let Some(solar) = &s.solar {
+        let event = SolarEvent::parse(&solar.event).map_err(|e| format!("schedule: {e}"))?;
+        let spec = ScheduleSpec {
+            solar: Some(SolarSpec {
+                event,
+                latitude: solar.latitude,
+                longitude: solar.longitude,
+            }),
+            ..Default::default()
+        };
+        return Ok((spec, None));
     }
     if let Some(text) = &s.clocked {
         let at = DateTime::parse_from_rfc3339(text)
@@ -340,6 +352,7 @@ mod tests {
     use super::*;
     use crate::controller::time::from_time;
     use crate::import::export::ExportedCrontab;
+    use crate::import::export::ExportedSolar;
     use serde_json::json;
 
     fn target() -> Target {
@@ -459,10 +472,39 @@ mod tests {
     #[test]
     fn unknown_schedule_kinds_are_refused_by_name() {
         let e = entry(ExportedSchedule {
-            unsupported: Some("solar('sunset', 52.5, 13.4)".into()),
+            unsupported: Some("<my_schedule(every full moon)>".into()),
             ..Default::default()
         });
-        assert!(problems(&e).contains("solar('sunset', 52.5, 13.4) has no PeriodicTask"));
+        assert!(problems(&e).contains("<my_schedule(every full moon)> has no PeriodicTask"));
+    }
+
+    #[test]
+    fn a_solar_schedule_keeps_its_event_and_place() {
+        let solar = |event: &str, latitude: f64| ExportedSchedule {
+            solar: Some(ExportedSolar {
+                event: event.into(),
+                latitude,
+                longitude: 13.4,
+            }),
+            ..Default::default()
+        };
+        let pt = map(&entry(solar("dusk_civil", 52.5))).expect("maps");
+        assert_eq!(
+            pt.spec.schedule.solar,
+            Some(SolarSpec {
+                event: SolarEvent::DuskCivil,
+                latitude: 52.5,
+                longitude: 13.4
+            })
+        );
+        assert_eq!(pt.spec.time_zone, None, "solar instants are absolute");
+        assert!(
+            problems(&entry(solar("sundown", 52.5))).contains("invalid solar event \"sundown\"")
+        );
+        assert!(
+            problems(&entry(solar("sunset", 95.0)))
+                .contains("invalid solar latitude 95: must be between -90 and 90")
+        );
     }
 
     #[test]

@@ -19,16 +19,17 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use super::{
-    Cron, Crontab, CrontabFields, Schedule, ScheduleError, ScheduleKind, ScheduleSpec, parse_tz,
+    Cron, Crontab, CrontabFields, Schedule, ScheduleError, ScheduleKind, ScheduleSpec, Solar,
+    SolarEvent, SolarSpec, parse_tz,
 };
 
 /// Arguments of `schedule next`.
-#[derive(Clone, Debug, PartialEq, Eq, Args)]
+#[derive(Clone, Debug, PartialEq, Args)]
 #[command(group(
     ArgGroup::new("source")
         .required(true)
         .multiple(false)
-        .args(["file", "every", "crontab", "cron"])
+        .args(["file", "every", "crontab", "cron", "solar"])
 ))]
 pub struct NextArgs {
     /// Read spec.schedule, spec.timeZone and spec.startTime from a PeriodicTask manifest (YAML).
@@ -43,6 +44,26 @@ pub struct NextArgs {
     /// A standard cron expression or macro (@hourly ...), read as a Kubernetes CronJob does.
     #[arg(long, value_name = "EXPR", allow_hyphen_values = true)]
     pub cron: Option<String>,
+    /// A Celery solar event (sunrise, sunset, solar_noon, dawn_civil, dusk_nautical, ...),
+    /// with --lat and --lon.
+    #[arg(long, value_name = "EVENT", requires_all = ["lat", "lon"])]
+    pub solar: Option<String>,
+    /// Latitude of --solar, degrees north (negative south).
+    #[arg(
+        long,
+        value_name = "DEG",
+        allow_hyphen_values = true,
+        requires = "solar"
+    )]
+    pub lat: Option<f64>,
+    /// Longitude of --solar, degrees east (negative west).
+    #[arg(
+        long,
+        value_name = "DEG",
+        allow_hyphen_values = true,
+        requires = "solar"
+    )]
+    pub lon: Option<f64>,
     /// IANA time zone, e.g. Europe/Berlin [default: the manifest's spec.timeZone, else UTC].
     #[arg(long, value_name = "ZONE")]
     pub tz: Option<String>,
@@ -71,7 +92,7 @@ pub enum CliError {
     Schedule(#[from] ScheduleError),
     #[error("{path}: {error}")]
     InManifest { path: String, error: ScheduleError },
-    #[error("give exactly one of -f, --every, --crontab or --cron")]
+    #[error("give exactly one of -f, --every, --crontab, --cron or --solar")]
     Source,
     #[error(
         "invalid {flag} \"{value}\": expected an RFC 3339 instant such as 2024-03-31T02:30:00+02:00"
@@ -99,22 +120,38 @@ pub fn run_next(args: &NextArgs, now: DateTime<Utc>) -> Result<Vec<String>, CliE
         .map(|value| parse_instant("--start", value))
         .transpose()?;
     let tz_flag = args.tz.as_deref();
-    let schedule = match (&args.file, &args.every, &args.crontab, &args.cron) {
-        (Some(path), None, None, None) => from_manifest(path, tz_flag, start, after)?,
-        (None, Some(every), None, None) => {
+    let schedule = match (
+        &args.file,
+        &args.every,
+        &args.crontab,
+        &args.cron,
+        &args.solar,
+    ) {
+        (Some(path), None, None, None, None) => from_manifest(path, tz_flag, start, after)?,
+        (None, Some(every), None, None, None) => {
             let spec = ScheduleSpec {
                 every: Some(every),
                 ..ScheduleSpec::default()
             };
             Schedule::from_spec(&spec, tz_flag, start.unwrap_or(after))?
         }
-        (None, None, Some(crontab), None) => {
+        (None, None, Some(crontab), None, None) => {
             let kind =
                 ScheduleKind::Crontab(Crontab::from_string(crontab).map_err(ScheduleError::from)?);
             Schedule::new(kind, zone(tz_flag)?)
         }
-        (None, None, None, Some(cron)) => {
+        (None, None, None, Some(cron), None) => {
             let kind = ScheduleKind::Cron(Cron::parse(cron).map_err(ScheduleError::from)?);
+            Schedule::new(kind, zone(tz_flag)?)
+        }
+        (None, None, None, None, Some(event)) => {
+            let event = SolarEvent::parse(event).map_err(ScheduleError::from)?;
+            let spec = SolarSpec {
+                event,
+                latitude: args.lat.unwrap_or_default(),
+                longitude: args.lon.unwrap_or_default(),
+            };
+            let kind = ScheduleKind::Solar(Solar::from_spec(&spec).map_err(ScheduleError::from)?);
             Schedule::new(kind, zone(tz_flag)?)
         }
         _ => return Err(CliError::Source),
@@ -172,6 +209,7 @@ struct ManifestSchedule {
     crontab: Option<ManifestCrontab>,
     cron: Option<String>,
     at: Option<String>,
+    solar: Option<SolarSpec>,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +299,7 @@ fn from_manifest(
         crontab,
         cron: schedule.cron.as_deref(),
         at,
+        solar: schedule.solar,
     };
     let time_zone = tz_flag.or(spec.time_zone.as_deref());
     Schedule::from_spec(&source, time_zone, anchor).map_err(|error| CliError::InManifest {
@@ -341,7 +380,7 @@ mod tests {
         };
         assert_eq!(
             run_next(&none, now()).map_err(|e| e.to_string()),
-            Err("give exactly one of -f, --every, --crontab or --cron".into())
+            Err("give exactly one of -f, --every, --crontab, --cron or --solar".into())
         );
         let two = NextArgs {
             cron: Some("* * * * *".into()),
@@ -582,6 +621,93 @@ spec:
     }
 
     #[test]
+    fn solar_prints_the_seconds_celery_fires_at_in_the_zone_asked() {
+        // Celery 5.7's fires (tests/data/solar): Berlin sunsets 15:02:53.559, 15:03:59.955
+        // and 15:05:09.135 UTC on 1-3 January 2026. PyEphem stops within 0.1 s of the
+        // event; this module converges, and its second sunset is just past 15:04:00.
+        assert_eq!(
+            run(&[
+                "--solar",
+                "sunset",
+                "--lat",
+                "52.52",
+                "--lon",
+                "13.405",
+                "--after",
+                "2026-01-01T00:00:00Z",
+                "--tz",
+                "Europe/Berlin",
+                "-n",
+                "3"
+            ]),
+            Ok(vec![
+                "2026-01-01T16:02:53+01:00".into(),
+                "2026-01-02T16:04:00+01:00".into(),
+                "2026-01-03T16:05:09+01:00".into()
+            ])
+        );
+        // Negative coordinates are numbers, not flags; polar night skips to the first sunset.
+        assert_eq!(
+            run(&[
+                "--solar",
+                "sunset",
+                "--lat",
+                "-77.85",
+                "--lon",
+                "166.67",
+                "--after",
+                "2026-01-01T00:00:00Z",
+                "-n",
+                "1"
+            ]),
+            Ok(vec!["2026-02-19T12:30:27+00:00".into()])
+        );
+        assert!(
+            parse(&["--solar", "sunset", "--lat", "1"]).is_err(),
+            "--lon missing"
+        );
+        assert!(
+            parse(&["--every", "1s", "--lat", "1"]).is_err(),
+            "--lat without --solar"
+        );
+        assert_eq!(
+            run(&["--solar", "sundown", "--lat", "1", "--lon", "1"]).map_err(|e| e
+                .starts_with("invalid solar event \"sundown\": must be one of dawn_astronomical")),
+            Err(true)
+        );
+        assert_eq!(
+            run(&["--solar", "sunrise", "--lat", "91", "--lon", "1"]),
+            Err("invalid solar latitude 91: must be between -90 and 90".into())
+        );
+        let file = TempManifest::new(
+            "solar",
+            "spec:\n  schedule:\n    solar: {event: solar_noon, latitude: 0, longitude: 0}\n",
+        );
+        assert_eq!(
+            run(&[
+                "-f",
+                file.path(),
+                "--after",
+                "2026-01-01T00:00:00Z",
+                "-n",
+                "1"
+            ]),
+            run(&[
+                "--solar",
+                "solar_noon",
+                "--lat",
+                "0",
+                "--lon",
+                "0",
+                "--after",
+                "2026-01-01T00:00:00Z",
+                "-n",
+                "1"
+            ])
+        );
+    }
+
+    #[test]
     fn manifest_with_at_prints_its_one_instant_then_nothing() {
         let file = TempManifest::new(
             "at",
@@ -625,7 +751,7 @@ spec:
         check(
             "two-sources",
             "spec:\n  schedule:\n    every: 10s\n    cron: \"* * * * *\"\n",
-            "PATH: invalid schedule: set exactly one of every, crontab, cron or at (found every and cron)",
+            "PATH: invalid schedule: set exactly one of every, crontab, cron, at or solar (found every and cron)",
         );
         check(
             "no-schedule",

@@ -1,6 +1,6 @@
 //! When a PeriodicTask fires: pure functions, no Kubernetes, no Redis.
 //!
-//! A [`Schedule`] is one of four kinds plus a time zone:
+//! A [`Schedule`] is one of five kinds plus a time zone:
 //! - [`Every`]: a fixed [`Interval`] (`10s`, `1h15m40s`) anchored at a start instant; slots
 //!   are `start + k * interval`, so they never drift.
 //! - [`Crontab`]: Celery's crontab, with Celery's semantics (AND of the day fields, wrapping
@@ -8,6 +8,7 @@
 //! - [`Cron`]: standard five-field cron as a Kubernetes CronJob reads it (OR of the day fields
 //!   when both are restricted, `@hourly`-style macros, robfig/cron DST behaviour).
 //! - `At`: one instant (django-celery-beat's clocked schedule).
+//! - [`Solar`]: Celery's `solar(event, lat, lon)`, computed the way Celery computes it.
 //!
 //! [`Schedule::next_after`] gives the first fire strictly after an instant, carrying the
 //! schedule's UTC offset so it prints in RFC 3339 with that offset; [`Schedule::upcoming`]
@@ -42,7 +43,7 @@ pub use cron::{Cron, CronError, CronField};
 pub use crontab::{Crontab, CrontabError, CrontabField};
 pub use fields::FieldError;
 pub use interval::{Every, Interval, IntervalError, IntervalErrorKind};
-pub use solar::{Solar, SolarError, SolarEvent};
+pub use solar::{Solar, SolarError, SolarEvent, SolarSpec};
 pub use tz::{TzError, parse_tz};
 
 /// Any reason a schedule could not be built. Display is one line.
@@ -56,8 +57,11 @@ pub enum ScheduleError {
     Cron(#[from] CronError),
     #[error(transparent)]
     TimeZone(#[from] TzError),
-    /// Not exactly one of `every`, `crontab`, `cron`, `at` was set; holds what was found.
-    #[error("invalid schedule: set exactly one of every, crontab, cron or at (found {0})")]
+    #[error(transparent)]
+    Solar(#[from] SolarError),
+    /// Not exactly one of `every`, `crontab`, `cron`, `at`, `solar` was set; holds what was
+    /// found.
+    #[error("invalid schedule: set exactly one of every, crontab, cron, at or solar (found {0})")]
     Source(String),
 }
 
@@ -68,6 +72,7 @@ pub enum ScheduleKind {
     Crontab(Crontab),
     Cron(Cron),
     At(DateTime<Utc>),
+    Solar(Solar),
 }
 
 /// A schedule and the time zone it is read in (only presentation for `Every`).
@@ -100,12 +105,13 @@ impl CrontabFields<'_> {
 }
 
 /// The `schedule` field of a PeriodicTask as written: exactly one of these must be set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ScheduleSpec<'a> {
     pub every: Option<&'a str>,
     pub crontab: Option<CrontabFields<'a>>,
     pub cron: Option<&'a str>,
     pub at: Option<DateTime<Utc>>,
+    pub solar: Option<SolarSpec>,
 }
 
 impl Schedule {
@@ -121,19 +127,21 @@ impl Schedule {
         anchor: DateTime<Utc>,
     ) -> Result<Self, ScheduleError> {
         let tz = time_zone.map(parse_tz).transpose()?.unwrap_or(Tz::UTC);
-        let kind = match (spec.every, spec.crontab, spec.cron, spec.at) {
-            (Some(every), None, None, None) => {
+        let kind = match (spec.every, spec.crontab, spec.cron, spec.at, spec.solar) {
+            (Some(every), None, None, None, None) => {
                 ScheduleKind::Every(Every::new(Interval::parse(every)?, anchor))
             }
-            (None, Some(fields), None, None) => ScheduleKind::Crontab(fields.parse()?),
-            (None, None, Some(cron), None) => ScheduleKind::Cron(Cron::parse(cron)?),
-            (None, None, None, Some(at)) => ScheduleKind::At(at),
+            (None, Some(fields), None, None, None) => ScheduleKind::Crontab(fields.parse()?),
+            (None, None, Some(cron), None, None) => ScheduleKind::Cron(Cron::parse(cron)?),
+            (None, None, None, Some(at), None) => ScheduleKind::At(at),
+            (None, None, None, None, Some(solar)) => ScheduleKind::Solar(Solar::from_spec(&solar)?),
             _ => {
                 let found: Vec<&str> = [
                     spec.every.map(|_| "every"),
                     spec.crontab.map(|_| "crontab"),
                     spec.cron.map(|_| "cron"),
                     spec.at.map(|_| "at"),
+                    spec.solar.map(|_| "solar"),
                 ]
                 .into_iter()
                 .flatten()
@@ -167,6 +175,9 @@ impl Schedule {
             ScheduleKind::Crontab(crontab) => crontab.next_after(after, &self.tz),
             ScheduleKind::Cron(cron) => cron.next_after(after, &self.tz),
             ScheduleKind::At(at) => (*at > after).then(|| at.with_timezone(&self.tz)),
+            ScheduleKind::Solar(solar) => {
+                solar.next_after(after).map(|at| at.with_timezone(&self.tz))
+            }
         }
     }
 
@@ -282,7 +293,7 @@ mod tests {
         assert_eq!(
             none.map_err(|e| e.to_string()),
             Err(
-                "invalid schedule: set exactly one of every, crontab, cron or at (found none)"
+                "invalid schedule: set exactly one of every, crontab, cron, at or solar (found none)"
                     .into()
             )
         );
@@ -294,9 +305,48 @@ mod tests {
         assert_eq!(
             Schedule::from_spec(&two, None, anchor).map_err(|e| e.to_string()),
             Err(
-                "invalid schedule: set exactly one of every, crontab, cron or at (found every and cron)"
+                "invalid schedule: set exactly one of every, crontab, cron, at or solar (found every and cron)"
                     .into()
             )
+        );
+        let sunset = SolarSpec {
+            event: SolarEvent::Sunset,
+            latitude: 52.52,
+            longitude: 13.405,
+        };
+        let both = ScheduleSpec {
+            at: Some(anchor),
+            solar: Some(sunset),
+            ..Default::default()
+        };
+        assert_eq!(
+            Schedule::from_spec(&both, None, anchor).map_err(|e| e.to_string()),
+            Err(
+                "invalid schedule: set exactly one of every, crontab, cron, at or solar (found at and solar)"
+                    .into()
+            )
+        );
+        let solar = ScheduleSpec {
+            solar: Some(sunset),
+            ..Default::default()
+        };
+        let berlin = Schedule::from_spec(&solar, Some("Europe/Berlin"), anchor).expect("valid");
+        let next = berlin.next_after(anchor).expect("a sunset");
+        assert_eq!(
+            next.to_rfc3339(),
+            "2024-01-01T16:02:19+01:00",
+            "Celery: 15:02:19.73 UTC; the zone only changes how it is shown"
+        );
+        let far_north = ScheduleSpec {
+            solar: Some(SolarSpec {
+                latitude: 90.5,
+                ..sunset
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            Schedule::from_spec(&far_north, None, anchor).map_err(|e| e.to_string()),
+            Err("invalid solar latitude 90.5: must be between -90 and 90".into())
         );
     }
 

@@ -68,7 +68,18 @@ use thiserror::Error;
 const MAX_SEARCH_STEPS: usize = 400;
 
 /// A solar event, named as in Celery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum SolarEvent {
     DawnAstronomical,
     DawnNautical,
@@ -196,6 +207,23 @@ pub enum SolarError {
     Longitude(String),
 }
 
+/// `schedule.solar` as written, Celery's `solar(event, lat, lon)` arguments.
+#[derive(
+    Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct SolarSpec {
+    /// The event, by Celery's name: `dawn_astronomical` (Sun's centre 18 degrees below the
+    /// horizon), `dawn_nautical` (12), `dawn_civil` (6), `sunrise` (upper limb on the
+    /// horizon), `solar_noon`, `sunset`, `dusk_civil`, `dusk_nautical`, `dusk_astronomical`.
+    pub event: SolarEvent,
+    /// Degrees north (negative south), -90 to 90.
+    #[schemars(range(min = -90.0, max = 90.0))]
+    pub latitude: f64,
+    /// Degrees east (negative west), -180 to 180.
+    #[schemars(range(min = -180.0, max = 180.0))]
+    pub longitude: f64,
+}
+
 /// Celery's `solar(event, lat, lon)`: degrees north and east.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Solar {
@@ -222,6 +250,10 @@ impl Solar {
             latitude,
             longitude,
         })
+    }
+
+    pub fn from_spec(spec: &SolarSpec) -> Result<Self, SolarError> {
+        Solar::new(spec.event, spec.latitude, spec.longitude)
     }
 
     pub fn event(&self) -> SolarEvent {

@@ -10,7 +10,7 @@ use crate::controller::periodic_task::plan::{self, PlanError};
 use crate::controller::redis_cache::settings::{self, parse_quantity_bytes};
 use crate::controller::worker_pool::deployment::extra_args_problems;
 use crate::controller::worker_pool::policy;
-use crate::schedule::{CrontabError, ScheduleError};
+use crate::schedule::{CrontabError, ScheduleError, SolarError};
 
 /// The problems of a PeriodicTask: its schedule read in its time zone, and a sample of the
 /// message it sends built and validated with the real size limit.
@@ -33,6 +33,15 @@ fn plan_error_path(e: &PlanError) -> String {
         PlanError::Schedule(ScheduleError::Crontab(_)) => "spec.schedule.crontab".into(),
         PlanError::Schedule(ScheduleError::Cron(_)) => "spec.schedule.cron".into(),
         PlanError::Schedule(ScheduleError::TimeZone(_)) => "spec.timeZone".into(),
+        PlanError::Schedule(ScheduleError::Solar(SolarError::Event(_))) => {
+            "spec.schedule.solar.event".into()
+        }
+        PlanError::Schedule(ScheduleError::Solar(SolarError::Latitude(_))) => {
+            "spec.schedule.solar.latitude".into()
+        }
+        PlanError::Schedule(ScheduleError::Solar(SolarError::Longitude(_))) => {
+            "spec.schedule.solar.longitude".into()
+        }
         PlanError::Schedule(ScheduleError::Source(_)) => "spec.schedule".into(),
         PlanError::Expires(_) => "spec.expires".into(),
         PlanError::Message { field, .. } => match field {

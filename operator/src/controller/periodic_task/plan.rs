@@ -177,6 +177,11 @@ pub fn schedule_text(spec: &PeriodicTaskSpec) -> String {
         format!("cron {cron}")
     } else if let Some(at) = &s.at {
         format!("at {}", at.0)
+    } else if let Some(solar) = &s.solar {
+        format!(
+            "solar {} {},{}",
+            solar.event, solar.latitude, solar.longitude
+        )
     } else {
         "none".into()
     };
@@ -232,6 +237,7 @@ pub fn build(pt: &PeriodicTask, now: DateTime<Utc>) -> Result<Plan, PlanError> {
             crontab,
             cron: spec.schedule.cron.as_deref(),
             at: spec.schedule.at.as_ref().and_then(from_time),
+            solar: spec.schedule.solar,
         },
         spec.time_zone.as_deref(),
         floor,
