@@ -6,10 +6,10 @@
 //! Needs a running control plane: e2e/bench/run-autoscale.sh.
 //! Env: BENCH_POOLS (default 1000), BENCH_SECONDS (default 30).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use celery_operator::api::WorkerPool;
+use celery_operator_e2e::measure::{command_stats, process_cpu, redis_cpu};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
@@ -21,47 +21,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// `cmdstat_<name>` -> (calls, usec) from `INFO commandstats`.
-fn command_stats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
-    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "commandstats"]).stdout).to_string();
-    out.lines()
-        .filter_map(|l| {
-            let (name, fields) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |key: &str| {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            Some((name.to_string(), (field("calls")?, field("usec")?)))
-        })
-        .collect()
-}
-
-/// Seconds of CPU (user + system) Redis has used.
-fn redis_cpu(redis: &RedisServer) -> f64 {
-    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "cpu"]).stdout).to_string();
-    out.lines()
-        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
-        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
-        .sum()
-}
-
-/// Seconds of CPU (user + system) a process has used, from /proc (100 ticks per second).
-fn process_cpu(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[tokio::main]

@@ -6,6 +6,7 @@
 
 pub mod celery;
 pub mod chart;
+pub mod measure;
 pub mod operator;
 pub mod pods;
 pub mod redis;

@@ -1377,3 +1377,36 @@ async fn leader_failover_takes_over_within_the_lease_and_never_runs_a_task_id_tw
         assert!(expected.contains(id), "{id} is not a slot id");
     }
 }
+
+#[tokio::test]
+async fn kubectl_explain_describes_the_run_outcome_and_schedule_fields() {
+    // (field path, words its description must hold)
+    let fields = [
+        ("periodictask.spec.resultBackend", "outcomes"),
+        ("periodictask.spec.historyLimit", "recentRuns"),
+        ("periodictask.spec.concurrencyPolicy", "skip the slot"),
+        ("periodictask.spec.missedRunPolicy", "RunAll"),
+        ("periodictask.spec.schedule.at", "clocked"),
+        ("periodictask.spec.schedule.solar", "Celery"),
+        (
+            "periodictask.spec.schedule.solar.event",
+            "dusk_astronomical",
+        ),
+        ("periodictask.spec.schedule.solar.latitude", "north"),
+        ("periodictask.status.lastRun", "newest run"),
+        ("periodictask.status.recentRuns", "newest first"),
+        ("periodictask.status.lastResult", "FAILURE ValueError"),
+        ("periodictask.status.skippedRuns", "concurrencyPolicy"),
+    ];
+    for (path, words) in fields {
+        let out = ok(kubectl(&["explain", path]));
+        let description = out
+            .split_once("DESCRIPTION:")
+            .map(|(_, d)| d.trim())
+            .unwrap_or_default();
+        assert!(
+            description.contains(words),
+            "`kubectl explain {path}` should describe the field ({words}):\n{out}"
+        );
+    }
+}

@@ -111,7 +111,7 @@ pub struct PeriodicTaskSpec {
     /// Stops sending while true. Slots that fall while suspended are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// What to do with slots missed while the operator was down or the broker unreachable.
+    /// See [`MissedRunPolicy`] (its description is what `kubectl explain` shows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed_run_policy: Option<MissedRunPolicy>,
     /// A slot older than this many seconds when it could be pushed is never pushed.
@@ -133,14 +133,19 @@ pub struct PeriodicTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
     pub history_limit: Option<i32>,
-    /// What a slot does while the previous run has not finished (CronJob's names): `Allow`
-    /// (default) pushes anyway, `Forbid` skips the slot, `Replace` revokes the previous run
-    /// and pushes. "Not finished" is read from `resultBackend`, which these need.
+    /// See [`ConcurrencyPolicy`] (its description is what `kubectl explain` shows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_policy: Option<ConcurrencyPolicy>,
 }
 
-/// What a slot does while the previous run has not finished.
+/// What a slot does while the previous run has not finished (CronJob's names). `Allow`
+/// (default): push on every slot, whatever the previous run is doing. `Forbid`: skip the slot
+/// while the previous run is waiting, running or retrying; recorded as a SKIPPED run with the
+/// reason, counted in `status.skippedRuns`, and a `RunSkipped` event. `Replace`: revoke the
+/// previous run as `celery control revoke` does (workers discard it when they get to it; one
+/// already running runs to its end), then push. "Not finished" is read from `resultBackend`
+/// (STARTED needs the workers' `task_track_started`), which Forbid and Replace require.
+// A field of this type shows this description, not the field's nor the variants'.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
@@ -216,7 +221,11 @@ pub struct CrontabSpec {
     pub month_of_year: Option<String>,
 }
 
-/// Slots missed while the operator was down (or the broker unreachable).
+/// What to do with slots missed while the operator was down or the broker unreachable.
+/// `Skip`: drop them; only a slot that is due now (at most a few seconds late) runs.
+/// `RunOnce` (default, Celery beat's behaviour): run once for all of them, for the latest.
+/// `RunAll`: run every missed slot, oldest first, at most the 100 most recent ones.
+/// `startingDeadlineSeconds` drops older slots in every case.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]

@@ -1,0 +1,91 @@
+//! What the benchmarks measure: Redis commands and CPU, a process's CPU, and the API
+//! server's request counters.
+
+use std::collections::BTreeMap;
+
+use crate::redis::RedisServer;
+use crate::{kubectl, ok};
+
+/// `cmdstat_<name>` -> (calls, usec) from `INFO commandstats`.
+pub fn command_stats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
+    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "commandstats"]).stdout).to_string();
+    out.lines()
+        .filter_map(|l| {
+            let (name, fields) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            Some((name.to_string(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
+}
+
+/// Seconds of CPU (user + system) Redis has used.
+pub fn redis_cpu(redis: &RedisServer) -> f64 {
+    let out = String::from_utf8_lossy(&redis.cli(&["INFO", "cpu"]).stdout).to_string();
+    out.lines()
+        .filter(|l| l.starts_with("used_cpu_sys:") || l.starts_with("used_cpu_user:"))
+        .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Seconds of CPU (user + system) a process has used, from /proc (100 ticks per second).
+pub fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The API server's `apiserver_request_total`, summed by "VERB resource[/subresource]".
+pub fn api_requests() -> BTreeMap<String, f64> {
+    let text = ok(kubectl(&["get", "--raw", "/metrics"]));
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix("=\""))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let resource = match label("subresource").as_str() {
+            "" => label("resource"),
+            sub => format!("{}/{sub}", label("resource")),
+        };
+        let key = format!("{} {resource}", label("verb"));
+        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// What grew between two counter snapshots, per second of `secs`.
+pub fn rates(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    secs: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .filter_map(|(k, v)| {
+            let grown = v - before.get(k).copied().unwrap_or(0.0);
+            (grown > 0.0).then(|| (k.clone(), grown / secs))
+        })
+        .collect()
+}
