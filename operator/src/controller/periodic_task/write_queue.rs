@@ -8,11 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::engine::Key;
 
-/// A task's routine rewrites are this far apart at least: what happens in between (runs of
-/// a task firing every few hundred ms, a run's PENDING, STARTED and SUCCESS) lands in one
-/// write, while a state that lasts a second (a RETRY's countdown) still shows. Under load
-/// the writes/s budget spreads them further (see the README).
-pub(crate) const ROUTINE_EVERY: Duration = Duration::from_secs(1);
+/// A task's routine rewrites are this far apart at least: runs in between are coalesced
+/// into one write. Under load the writes/s budget spreads them further (see the README).
+pub(crate) const ROUTINE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Priority {
