@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use celery_operator::api::WorkerPool;
-use celery_operator_e2e::measure::{command_stats, process_cpu, redis_cpu};
+use celery_operator_e2e::measure::{command_rates, command_stats, process_cpu, redis_cpu};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
@@ -91,18 +91,13 @@ async fn main() {
     println!("| command | calls/s | Redis µs/s |");
     println!("|---|---|---|");
     let mut total = 0.0;
-    for (name, (calls1, usec1)) in &stats1 {
-        let (calls0, usec0) = stats0.get(name).copied().unwrap_or((0, 0));
+    for (name, (rate, usec)) in command_rates(&stats0, &stats1, secs) {
         // The bench's own INFO calls are not the autoscaler's.
-        if name == "info" || calls1 == &calls0 {
+        if name == "info" {
             continue;
         }
-        let rate = (calls1 - calls0) as f64 / secs;
         total += rate;
-        println!(
-            "| {name} | {rate:.0} | {:.0} |",
-            (usec1 - usec0) as f64 / secs
-        );
+        println!("| {name} | {rate:.0} | {usec:.0} |");
     }
     println!("| **total** | **{total:.0}** | |");
     println!(

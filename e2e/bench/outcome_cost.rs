@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use celery_operator::api::PeriodicTask;
 use celery_operator_e2e::celery::CeleryWorker;
-use celery_operator_e2e::measure::{api_requests, command_stats, process_cpu, rates, redis_cpu};
+use celery_operator_e2e::measure::{
+    api_requests, command_rates, command_stats, process_cpu, rates, redis_cpu,
+};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
@@ -70,12 +72,7 @@ struct Window {
 }
 
 async fn measure(redis: &RedisServer, operator: &Operator, window: Duration) -> Window {
-    let split = |stats: BTreeMap<String, (u64, u64)>| {
-        let calls = stats.iter().map(|(k, v)| (k.clone(), v.0 as f64)).collect();
-        let usec = stats.iter().map(|(k, v)| (k.clone(), v.1 as f64)).collect();
-        (calls, usec)
-    };
-    let (calls0, usec0) = split(command_stats(redis));
+    let stats0 = command_stats(redis);
     let (api0, rcpu0, ocpu0) = (
         api_requests(),
         redis_cpu(redis),
@@ -83,7 +80,7 @@ async fn measure(redis: &RedisServer, operator: &Operator, window: Duration) -> 
     );
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let (calls1, usec1) = split(command_stats(redis));
+    let stats1 = command_stats(redis);
     let (api1, rcpu1, ocpu1) = (
         api_requests(),
         redis_cpu(redis),
@@ -93,9 +90,16 @@ async fn measure(redis: &RedisServer, operator: &Operator, window: Duration) -> 
     let per_minute = |m: BTreeMap<String, f64>| -> BTreeMap<String, f64> {
         m.into_iter().map(|(k, v)| (k, v * 60.0)).collect()
     };
+    let commands = command_rates(&stats0, &stats1, secs);
+    let column = |pick: fn(&(f64, f64)) -> f64| -> BTreeMap<String, f64> {
+        commands
+            .iter()
+            .map(|(k, v)| (k.clone(), pick(v) * 60.0))
+            .collect()
+    };
     Window {
-        redis: per_minute(rates(&calls0, &calls1, secs)),
-        redis_usec: per_minute(rates(&usec0, &usec1, secs)),
+        redis: column(|v| v.0),
+        redis_usec: column(|v| v.1),
         api: per_minute(rates(&api0, &api1, secs)),
         redis_cpu: (rcpu1 - rcpu0) / secs * 100.0,
         operator_cpu: (ocpu1 - ocpu0) / secs * 100.0,

@@ -23,6 +23,27 @@ pub fn command_stats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
+/// Calls and Redis µs per second of each command that ran between two [`command_stats`].
+pub fn command_rates(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+    secs: f64,
+) -> BTreeMap<String, (f64, f64)> {
+    after
+        .iter()
+        .filter_map(|(name, &(calls, usec))| {
+            let (calls0, usec0) = before.get(name).copied().unwrap_or((0, 0));
+            (calls > calls0).then(|| {
+                let per_second = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+                (
+                    name.clone(),
+                    (per_second(calls, calls0), per_second(usec, usec0)),
+                )
+            })
+        })
+        .collect()
+}
+
 /// Seconds of CPU (user + system) Redis has used.
 pub fn redis_cpu(redis: &RedisServer) -> f64 {
     let out = String::from_utf8_lossy(&redis.cli(&["INFO", "cpu"]).stdout).to_string();

@@ -111,7 +111,11 @@ pub struct PeriodicTaskSpec {
     /// Stops sending while true. Slots that fall while suspended are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// See [`MissedRunPolicy`] (its description is what `kubectl explain` shows).
+    /// What to do with slots missed while the operator was down or the broker unreachable.
+    /// `Skip`: drop them; only a slot that is due now (at most a few seconds late) runs.
+    /// `RunOnce` (default, Celery beat's behaviour): run once for all of them, for the latest.
+    /// `RunAll`: run every missed slot, oldest first, at most the 100 most recent ones.
+    /// `startingDeadlineSeconds` drops older slots in every case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missed_run_policy: Option<MissedRunPolicy>,
     /// A slot older than this many seconds when it could be pushed is never pushed.
@@ -133,31 +137,25 @@ pub struct PeriodicTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_HISTORY_LIMIT))]
     pub history_limit: Option<i32>,
-    /// See [`ConcurrencyPolicy`] (its description is what `kubectl explain` shows).
+    /// What a slot does while the previous run has not finished (CronJob's names). `Allow`
+    /// (default): push on every slot, whatever the previous run is doing. `Forbid`: skip the slot
+    /// while the previous run is waiting, running or retrying; recorded as a SKIPPED run with the
+    /// reason, counted in `status.skippedRuns`, and a `RunSkipped` event. `Replace`: revoke the
+    /// previous run as `celery control revoke` does (workers discard it when they get to it; one
+    /// already running runs to its end), then push. "Not finished" is read from `resultBackend`
+    /// (STARTED needs the workers' `task_track_started`), which Forbid and Replace require.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_policy: Option<ConcurrencyPolicy>,
 }
 
-/// What a slot does while the previous run has not finished (CronJob's names). `Allow`
-/// (default): push on every slot, whatever the previous run is doing. `Forbid`: skip the slot
-/// while the previous run is waiting, running or retrying; recorded as a SKIPPED run with the
-/// reason, counted in `status.skippedRuns`, and a `RunSkipped` event. `Replace`: revoke the
-/// previous run as `celery control revoke` does (workers discard it when they get to it; one
-/// already running runs to its end), then push. "Not finished" is read from `resultBackend`
-/// (STARTED needs the workers' `task_track_started`), which Forbid and Replace require.
-// A field of this type shows this description, not the field's nor the variants'.
+/// `spec.concurrencyPolicy` (the field says what each value does).
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
 pub enum ConcurrencyPolicy {
-    /// Push on every slot, whatever the previous run is doing.
     #[default]
     Allow,
-    /// Skip the slot while the previous run is waiting, running or retrying; recorded as a
-    /// SKIPPED run with the reason, counted in `skippedRuns`, and an event.
     Forbid,
-    /// Revoke the previous run as `celery control revoke` does (workers discard it when they
-    /// get to it; one already running runs to its end), then push.
     Replace,
 }
 
@@ -221,21 +219,14 @@ pub struct CrontabSpec {
     pub month_of_year: Option<String>,
 }
 
-/// What to do with slots missed while the operator was down or the broker unreachable.
-/// `Skip`: drop them; only a slot that is due now (at most a few seconds late) runs.
-/// `RunOnce` (default, Celery beat's behaviour): run once for all of them, for the latest.
-/// `RunAll`: run every missed slot, oldest first, at most the 100 most recent ones.
-/// `startingDeadlineSeconds` drops older slots in every case.
+/// `spec.missedRunPolicy` (the field says what each value does).
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
 )]
 pub enum MissedRunPolicy {
-    /// Drop missed slots; only a slot that is due now (at most a few seconds late) runs.
     Skip,
-    /// Run once for all missed slots (Celery beat's behaviour), for the latest of them.
     #[default]
     RunOnce,
-    /// Run every missed slot, oldest first, at most the 100 most recent ones.
     RunAll,
 }
 
