@@ -227,7 +227,7 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         "--lease-namespace",
         &ns.name,
     ];
-    let operator = Operator::start_with(&ns.name, &lease, &[("KUBECONFIG", &kc)]);
+    let _operator = Operator::start_with(&ns.name, &lease, &[("KUBECONFIG", &kc)]);
     for sample in ["rediscache.yaml", "workerpool.yaml"] {
         let path = repo_root().join("deploy/samples").join(sample);
         ok(kubectl(&[
@@ -363,7 +363,8 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         (!can_i(&kubeconfig, &["get", "secrets", "-n", &ns.name])).then_some(())
     })
     .await;
-    // The run-now annotation makes a reconcile, which cannot read the Secret now.
+    // The run-now annotation makes a reconcile; the Secret's version it read before is
+    // still the current one as far as it can tell, so it goes on with that.
     ok(kubectl(&[
         "annotate",
         "ptask",
@@ -372,16 +373,18 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         &ns.name,
         "celeryoperator.io/run-now=after-revoke",
     ]));
-    eventually(
-        WAIT,
-        "a reconcile that cannot read the broker Secret",
-        || async {
-            operator
-                .log_text()
-                .contains("broker_unavailable")
-                .then_some(())
-        },
-    )
+    eventually(WAIT, "the run-now acted on", || async {
+        let acted = ok(kubectl(&[
+            "get",
+            "ptask",
+            "tick",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.lastRunNow}",
+        ]));
+        (acted == "after-revoke").then_some(())
+    })
     .await;
     let before = ran(&redis);
     eventually(WAIT, "the task still runs on schedule", || async {

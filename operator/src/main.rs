@@ -82,6 +82,22 @@ struct RunArgs {
         requires = "webhook_secret"
     )]
     webhook_hosts: Vec<String>,
+    /// PeriodicTask status writes per second, over all tasks. A first status and a changed
+    /// condition go ahead of routine run bookkeeping, which is coalesced under this rate.
+    #[arg(
+        long,
+        env = "STATUS_WRITES_PER_SECOND",
+        default_value_t = celery_operator::controller::periodic_task::status_writer::STATUS_WRITES_PER_SECOND,
+        value_parser = positive_rate
+    )]
+    status_writes_per_second: f64,
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{value} is not a positive number")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -158,6 +174,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         namespace: args.namespace.filter(|n| !n.is_empty()),
         leader_election,
         metrics,
+        status_writes_per_second: args.status_writes_per_second,
     };
     controller::run(client, opts).await?;
     Ok(())

@@ -69,18 +69,22 @@ pub(crate) async fn worker_pods_execute_the_periodic_tasks_and_store_results() {
     let meta: Value = serde_json::from_str(&meta).expect("result meta is JSON");
     assert_eq!(meta["status"], "SUCCESS", "{meta}");
     assert_eq!(meta["result"]["id"], id.as_str());
-    // The operator's status shows the pushes.
-    let total = ok(kubectl(&[
-        "get",
-        "ptask",
-        "tick",
-        "-n",
-        &ns.name,
-        "-o",
-        "jsonpath={.status.totalRuns}",
-    ]));
-    assert!(
-        total.trim().parse::<u64>().is_ok_and(|n| n >= 3),
-        "totalRuns {total}"
-    );
+    // The operator's status shows the pushes (run bookkeeping lands a moment after a run).
+    eventually(WAIT, "totalRuns of at least 3", || async {
+        let total = ok(kubectl(&[
+            "get",
+            "ptask",
+            "tick",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.totalRuns}",
+        ]));
+        total
+            .trim()
+            .parse::<u64>()
+            .is_ok_and(|n| n >= 3)
+            .then_some(())
+    })
+    .await;
 }

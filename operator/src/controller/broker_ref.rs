@@ -2,12 +2,11 @@
 //! the operator itself uses (PeriodicTask pushes, autoscaler reads), and to the environment
 //! variables that carry it into worker pods, always from a Secret, never inlined.
 
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
 
-use crate::api::RedisCache;
 use crate::api::shared::{BrokerRef, SecretKeyRef};
 use crate::broker::BrokerUrl;
+use crate::controller::Context;
 use crate::controller::conditions::{Conditioned, is_true};
 use crate::controller::redis_cache;
 use crate::controller::redis_cache::secrets::{BASE_URL_KEY, connection_secret_name, secret_value};
@@ -69,30 +68,30 @@ impl ResolveError {
 }
 
 /// Checks that what `r` points at exists and reads its URL; `field` names the spec field
-/// (`spec.broker`) in the error.
+/// (`spec.broker`) in the error. Reads go through the context's read caches: an object is
+/// fetched once per version, however many references name it.
 pub async fn resolve(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     field: &str,
     r: &BrokerRef,
 ) -> Result<Resolved, ResolveError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     match (&r.redis_cache, &r.secret_key_ref) {
         (Some(name), None) => {
-            let caches: Api<RedisCache> = Api::namespaced(client.clone(), ns);
             let field = format!("{field}.redisCache");
-            let Some(cache) = caches
-                .get_opt(name)
-                .await
-                .map_err(|e| ResolveError::unavailable(&field, format!("RedisCache {name}"), e))?
+            let Some(cache) =
+                ctx.redis_caches.get_opt(ns, name).await.map_err(|e| {
+                    ResolveError::unavailable(&field, format!("RedisCache {name}"), e)
+                })?
             else {
                 return Err(ResolveError::NotFound(format!(
                     "{field}: RedisCache {name} not found"
                 )));
             };
             let connection_secret = connection_secret_name(name);
-            let base = secrets
-                .get_opt(&connection_secret)
+            let base = ctx
+                .secrets
+                .get_opt(ns, &connection_secret)
                 .await
                 .map_err(|e| {
                     ResolveError::unavailable(&field, format!("Secret {connection_secret}"), e)
@@ -115,8 +114,9 @@ pub async fn resolve(
         }
         (None, Some(key_ref)) => {
             let field = format!("{field}.secretKeyRef");
-            let secret = secrets
-                .get_opt(&key_ref.name)
+            let secret = ctx
+                .secrets
+                .get_opt(ns, &key_ref.name)
                 .await
                 .map_err(|e| {
                     ResolveError::unavailable(&field, format!("Secret {}", key_ref.name), e)

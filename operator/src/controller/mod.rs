@@ -5,6 +5,7 @@ pub(crate) mod apply;
 pub mod broker_ref;
 pub(crate) mod conditions;
 pub(crate) mod labels;
+pub(crate) mod read_cache;
 pub use labels::OwnedBy;
 pub mod periodic_task;
 pub mod redis_cache;
@@ -20,8 +21,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 
+use crate::api::RedisCache;
 use crate::leader::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::Secret;
+use read_cache::ReadCache;
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "celery-operator";
@@ -78,9 +82,14 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub backoff: Backoff,
+    /// What broker references name, read once per version.
+    pub(crate) secrets: Arc<ReadCache<Secret>>,
+    pub(crate) redis_caches: Arc<ReadCache<RedisCache>>,
+    pub status_writes_per_second: f64,
 }
 
 impl Context {
+    /// Starts the read caches' watches: call it within a tokio runtime.
     pub fn new(client: Client, namespace: Option<String>, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -88,10 +97,13 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
+            secrets: ReadCache::start(client.clone(), namespace.as_deref()),
+            redis_caches: ReadCache::start(client.clone(), namespace.as_deref()),
             client,
             namespace,
             metrics,
             backoff: Backoff::default(),
+            status_writes_per_second: periodic_task::status_writer::STATUS_WRITES_PER_SECOND,
         }
     }
 
@@ -235,13 +247,17 @@ pub struct RunOptions {
     /// Compete for this Lease and reconcile only while holding it.
     pub leader_election: Option<LeaseConfig>,
     pub metrics: Arc<Metrics>,
+    /// PeriodicTask status writes per second over all tasks.
+    pub status_writes_per_second: f64,
 }
 
 /// Starts one controller per kind (once leader, with leader election) and runs until a
 /// shutdown signal, or until leadership is lost.
 pub async fn run(client: Client, opts: RunOptions) -> Result<()> {
     ensure_crds_installed(&client).await?;
-    let ctx = Arc::new(Context::new(client.clone(), opts.namespace, opts.metrics));
+    let mut ctx = Context::new(client.clone(), opts.namespace, opts.metrics);
+    ctx.status_writes_per_second = opts.status_writes_per_second;
+    let ctx = Arc::new(ctx);
     // A standby replica is healthy and ready: it is waiting for the Lease.
     ctx.metrics.set_ready(true);
     let mut leadership = match &opts.leader_election {

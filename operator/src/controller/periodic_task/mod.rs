@@ -16,7 +16,8 @@ pub mod run_state;
 pub(crate) mod slots;
 pub mod stats;
 pub(crate) mod status;
-pub(crate) mod status_writer;
+pub mod status_writer;
+mod write_queue;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -72,7 +73,7 @@ pub async fn run_with_engine(
     let outcomes = Outcomes::start(outcomes_tx);
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        writer: Arc::new(StatusWriter::new(ctx.clone(), engine.clone(), outcomes)),
+        writer: StatusWriter::start(ctx.clone(), engine.clone(), outcomes),
         engine,
         unreadable_since: Mutex::new(HashMap::new()),
     });
@@ -134,8 +135,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
             return st.reconciled(&pt, key, seen, Action::await_change()).await;
         }
     };
-    let resolved = match broker_ref::resolve(&ctx.client, &ns, "spec.broker", &pt.spec.broker).await
-    {
+    let resolved = match broker_ref::resolve(ctx, &ns, "spec.broker", &pt.spec.broker).await {
         Ok(resolved) => resolved,
         Err(err @ (ResolveError::NotFound(_) | ResolveError::Pending(_))) => {
             // Only a reference to nothing (yet) stops the task.
@@ -179,7 +179,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
     st.readable(&key);
     let results = match &pt.spec.result_backend {
         None => Results::NotSet,
-        Some(rb) => match broker_ref::resolve(&ctx.client, &ns, "spec.resultBackend", rb).await {
+        Some(rb) => match broker_ref::resolve(ctx, &ns, "spec.resultBackend", rb).await {
             Ok(resolved) => Results::Read(resolved.url),
             // Outcomes are not read, pushes go on.
             Err(ResolveError::NotFound(message) | ResolveError::Pending(message)) => {

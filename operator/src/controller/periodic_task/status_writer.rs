@@ -1,7 +1,8 @@
 //! The status writer: merges what reconciles saw and what the engine did into each task's
 //! status, and writes it. Coalesced (at most one write in flight per task, the latest
-//! wins) and rate-limited over all tasks, so pushes never wait for status and status never
-//! floods the API server.
+//! wins), ordered (a first status or a changed condition ahead of routine bookkeeping, see
+//! [`WriteQueue`]) and rate-limited over all tasks, so pushes never wait for status and
+//! status never floods the API server.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,15 +16,18 @@ use super::engine::{Engine, Key, Report};
 use super::outcomes::{Outcome, Outcomes, Run};
 use super::run_history::{self, RunHistory};
 use super::status::{self, Results, Seen};
+use super::write_queue::{Priority, WriteQueue};
 use crate::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, TaskState};
 use crate::controller::apply::write_status;
 use crate::controller::{Context, Error};
 use crate::metrics::StateLabels;
 
-/// Status writes per second over all tasks. Every write costs the API server, etcd and
-/// every watcher; under load writes coalesce (latest wins), so a status lags a little
-/// instead of the API server eating the CPU the beat needs.
-pub(crate) const STATUS_WRITES_PER_SECOND: f64 = 100.0;
+/// Status writes per second over all tasks, by default. Every write costs the API server,
+/// etcd and every watcher; under load writes coalesce (latest wins), so a status lags a
+/// little instead of the API server eating the CPU the beat needs.
+pub const STATUS_WRITES_PER_SECOND: f64 = 100.0;
+/// Status writes on their way at once (each waits for the API server's answer).
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// What the writer learns about a task.
 pub(crate) enum Observation {
@@ -41,7 +45,10 @@ pub(crate) struct StatusWriter {
     engine: Engine,
     outcomes: Outcomes,
     cells: Mutex<HashMap<Key, Cell>>,
-    writes: WriteBudget,
+    /// Locked after `cells` when both are.
+    queue: Mutex<WriteQueue>,
+    queued: tokio::sync::Notify,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// What is known about one task, for its status.
@@ -51,8 +58,10 @@ struct Cell {
     report: Option<Report>,
     history: RunHistory,
     written: Option<PeriodicTaskStatus>,
-    writing: bool,
-    dirty: bool,
+    written_at: Option<Instant>,
+    /// A write is owed, this urgent.
+    pending: Option<Priority>,
+    in_flight: bool,
     failure_events: Bucket,
 }
 
@@ -64,9 +73,46 @@ impl Cell {
             seen: Seen::default(),
             report: None,
             written: None,
-            writing: false,
-            dirty: false,
+            written_at: None,
+            pending: None,
+            in_flight: false,
             failure_events: Bucket::failure_events(),
+        }
+    }
+
+    /// The status as it would be written now, and the one last written (else the object's).
+    fn statuses(&self) -> (Option<PeriodicTaskStatus>, PeriodicTaskStatus) {
+        // The object is only refreshed on spec changes: what we wrote last is newer.
+        let old = self.written.clone().or_else(|| self.obj.status.clone());
+        let new = status::build(
+            &self.obj,
+            old.clone().unwrap_or_default(),
+            &self.seen,
+            self.report.as_ref(),
+            &self.history,
+            Timestamp::now(),
+        );
+        (old, new)
+    }
+
+    /// Urgent when a user waits for it: no status yet, a new generation, a condition that
+    /// changed, a next run that appeared or went; otherwise routine bookkeeping.
+    fn priority(&self) -> Priority {
+        let (Some(old), new) = self.statuses() else {
+            return Priority::Urgent;
+        };
+        let same_conditions =
+            old.conditions.len() == new.conditions.len()
+                && old.conditions.iter().zip(&new.conditions).all(|(a, b)| {
+                    (&a.type_, &a.status, &a.reason) == (&b.type_, &b.status, &b.reason)
+                });
+        if same_conditions
+            && old.observed_generation == new.observed_generation
+            && old.next_schedule_time.is_some() == new.next_schedule_time.is_some()
+        {
+            Priority::Routine
+        } else {
+            Priority::Urgent
         }
     }
 
@@ -159,20 +205,37 @@ fn failed_note(run: &crate::api::periodic_task::PeriodicTaskRun) -> String {
 }
 
 impl StatusWriter {
-    pub(crate) fn new(ctx: Arc<Context>, engine: Engine, outcomes: Outcomes) -> Self {
-        Self {
+    /// Starts the writer and its dispatcher, at `ctx.status_writes_per_second`.
+    pub(crate) fn start(ctx: Arc<Context>, engine: Engine, outcomes: Outcomes) -> Arc<Self> {
+        let rate = ctx.status_writes_per_second;
+        let writer = Arc::new(Self {
             ctx,
             engine,
             outcomes,
             cells: Mutex::new(HashMap::new()),
-            writes: WriteBudget::new(STATUS_WRITES_PER_SECOND),
+            queue: Mutex::new(WriteQueue::default()),
+            queued: tokio::sync::Notify::new(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(WRITES_IN_FLIGHT)),
+        });
+        tokio::spawn(writer.clone().dispatch(rate));
+        writer
+    }
+
+    /// Queues the write `cell` owes, unless one is on its way (it queues again when done).
+    fn enqueue(&self, key: &Key, cell: &Cell) {
+        if cell.in_flight {
+            return;
+        }
+        if let (Some(priority), Ok(mut queue)) = (cell.pending, self.queue.lock()) {
+            queue.push(key, priority, cell.written_at, Instant::now());
+            self.queued.notify_one();
         }
     }
 
     /// Records an observation (and the events of what changed), then makes sure a writer
     /// runs for the task.
     pub(crate) async fn observe(self: &Arc<Self>, key: Key, observation: Observation) {
-        let (warn, events, run_failed, obj, start_writer) = {
+        let (warn, events, run_failed, obj) = {
             let Ok(mut cells) = self.cells.lock() else {
                 return;
             };
@@ -273,10 +336,9 @@ impl StatusWriter {
                     (cell, None, Vec::new())
                 }
             };
-            cell.dirty = true;
-            let start = !cell.writing;
-            cell.writing = true;
-            (warn, events, run_failed, cell.obj.clone(), start)
+            cell.pending = cell.pending.max(Some(cell.priority()));
+            self.enqueue(&key, cell);
+            (warn, events, run_failed, cell.obj.clone())
         };
         if let Some((reason, note)) = warn {
             self.ctx
@@ -303,9 +365,6 @@ impl StatusWriter {
                     ctx.publish(&*obj, e.type_, e.reason, "Push", e.note).await;
                 }
             });
-        }
-        if start_writer {
-            tokio::spawn(self.clone().write_loop(key));
         }
     }
 
@@ -341,80 +400,109 @@ impl StatusWriter {
         if let Ok(mut cells) = self.cells.lock() {
             cells.remove(key);
         }
-    }
-
-    /// Writes the task's status until nothing new arrived meanwhile.
-    async fn write_loop(self: Arc<Self>, key: Key) {
-        loop {
-            self.writes.acquire().await;
-            let snapshot = {
-                let Ok(mut cells) = self.cells.lock() else {
-                    return;
-                };
-                let Some(cell) = cells.get_mut(&key) else {
-                    return;
-                };
-                if !cell.dirty {
-                    cell.writing = false;
-                    return;
-                }
-                cell.dirty = false;
-                // The object is only refreshed on spec changes: what we wrote last is newer.
-                let old = cell.written.clone().or_else(|| cell.obj.status.clone());
-                let new = status::build(
-                    &cell.obj,
-                    old.clone().unwrap_or_default(),
-                    &cell.seen,
-                    cell.report.as_ref(),
-                    &cell.history,
-                    Timestamp::now(),
-                );
-                (cell.obj.clone(), old, new)
-            };
-            let (obj, old, new) = snapshot;
-            let ns = obj.namespace().unwrap_or_default();
-            match write_status(&self.ctx.client, &*obj, &ns, old.as_ref(), new.clone()).await {
-                Ok(()) => {
-                    if let Ok(mut cells) = self.cells.lock()
-                        && let Some(cell) = cells.get_mut(&key)
-                    {
-                        cell.written = Some(new);
-                    }
-                }
-                Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
-                    // Deleted: stop firing it.
-                    self.remove(&key);
-                    return;
-                }
-                Err(err) => {
-                    tracing::warn!(periodictask = %key, error = %err, "status write failed; retrying");
-                    if let Ok(mut cells) = self.cells.lock()
-                        && let Some(cell) = cells.get_mut(&key)
-                    {
-                        cell.dirty = true;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+        if let Ok(mut queue) = self.queue.lock() {
+            queue.remove(key);
         }
     }
-}
 
-/// The write rate over all tasks; a writer waits for its token.
-struct WriteBudget(tokio::sync::Mutex<Bucket>);
-
-impl WriteBudget {
-    fn new(rate: f64) -> Self {
-        Self(tokio::sync::Mutex::new(Bucket::new(rate, rate)))
+    /// Hands queued writes out in the queue's order, at most `rate` a second and
+    /// [`WRITES_IN_FLIGHT`] at once. A key is taken off the queue only once its token is
+    /// there, and marked in flight at once, so what arrives while it waits for the token is
+    /// part of that write rather than queued again behind it.
+    async fn dispatch(self: Arc<Self>, rate: f64) {
+        let mut budget = Bucket::new(rate, rate);
+        let mut token = false;
+        loop {
+            if !token {
+                while let Err(wait) = budget.take(Instant::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+                token = true;
+            }
+            let next = match self.queue.lock() {
+                Ok(mut queue) => queue.pop(Instant::now()),
+                Err(_) => return,
+            };
+            let key = match next {
+                Ok(key) => key,
+                Err(due) => {
+                    let queued = self.queued.notified();
+                    match due {
+                        Some(at) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(at.into()) => {}
+                                _ = queued => {}
+                            }
+                        }
+                        None => queued.await,
+                    }
+                    continue;
+                }
+            };
+            let claimed = match self.cells.lock() {
+                Ok(mut cells) => cells.get_mut(&key).is_some_and(|cell| {
+                    let claim = cell.pending.is_some() && !cell.in_flight;
+                    cell.in_flight |= claim;
+                    claim
+                }),
+                Err(_) => return,
+            };
+            if !claimed {
+                continue;
+            }
+            token = false;
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            tokio::spawn(self.clone().write(key, permit));
+        }
     }
 
-    async fn acquire(&self) {
-        loop {
-            let wait = match self.0.lock().await.take(Instant::now()) {
-                Ok(()) => return,
-                Err(wait) => wait,
+    /// Writes the task's status as it is now, then queues what arrived meanwhile.
+    async fn write(self: Arc<Self>, key: Key, _permit: tokio::sync::OwnedSemaphorePermit) {
+        let snapshot = {
+            let Ok(mut cells) = self.cells.lock() else {
+                return;
             };
-            tokio::time::sleep(wait).await;
+            let Some(cell) = cells.get_mut(&key) else {
+                return;
+            };
+            let Some(priority) = cell.pending.take() else {
+                cell.in_flight = false;
+                return;
+            };
+            let (old, new) = cell.statuses();
+            (cell.obj.clone(), old, new, priority)
+        };
+        let (obj, old, new, priority) = snapshot;
+        tracing::debug!(periodictask = %key, ?priority, "writing status");
+        let ns = obj.namespace().unwrap_or_default();
+        let result = write_status(&self.ctx.client, &*obj, &ns, old.as_ref(), new.clone()).await;
+        let failed = match result {
+            Ok(()) => false,
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 404 => {
+                // Deleted: stop firing it.
+                self.remove(&key);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(periodictask = %key, error = %err, "status write failed; retrying");
+                // Holding the permit: a failing API server gets fewer writes, not more.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                true
+            }
+        };
+        if let Ok(mut cells) = self.cells.lock()
+            && let Some(cell) = cells.get_mut(&key)
+        {
+            cell.in_flight = false;
+            if failed {
+                cell.pending = cell.pending.max(Some(priority));
+            } else {
+                cell.written = Some(new);
+                cell.written_at = Some(Instant::now());
+            }
+            self.enqueue(&key, cell);
         }
     }
 }

@@ -192,10 +192,10 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     if let Some(problem) = deployment::extra_args_problems(&wp.spec).into_iter().next() {
         return Err(Error::InvalidSpec(problem));
     }
-    let broker = broker::resolve(c, ns, "spec.broker", &wp.spec.broker).await?;
+    let broker = broker::resolve(ctx, ns, "spec.broker", &wp.spec.broker).await?;
     let mut url_env = broker::url_env("CELERY_BROKER_URL", &broker.broker);
     if let Some(rb) = &wp.spec.result_backend {
-        let b = broker::resolve(c, ns, "spec.resultBackend", rb).await?;
+        let b = broker::resolve(ctx, ns, "spec.resultBackend", rb).await?;
         url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b.broker));
     }
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
