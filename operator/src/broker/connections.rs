@@ -75,7 +75,8 @@ pub(super) async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, Broker
     .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))
 }
 
-/// How many objects use each broker URL, so the last one to go can close its connections.
+/// How many users (objects, pushes not answered yet) each broker URL has, so the last one
+/// to go can close its connections.
 #[derive(Debug, Default)]
 pub(crate) struct UrlUsers {
     counts: HashMap<BrokerUrl, usize>,
@@ -84,6 +85,10 @@ pub(crate) struct UrlUsers {
 impl UrlUsers {
     pub(crate) fn add(&mut self, url: &BrokerUrl) {
         *self.counts.entry(url.clone()).or_default() += 1;
+    }
+
+    pub(crate) fn has(&self, url: &BrokerUrl) -> bool {
+        self.counts.contains_key(url)
     }
 
     /// One user less; true when it was the last.
