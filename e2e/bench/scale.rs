@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use celery_operator::api::PeriodicTask;
 use celery_operator::schedule::{Cron, parse_tz};
-use celery_operator_e2e::measure::{api_requests, process_cpu, rates};
+use celery_operator_e2e::measure::{
+    api_requests, command_rates, command_stats, process_cpu, rates,
+};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
@@ -227,6 +229,7 @@ async fn main() {
     let window_end = last + chrono::TimeDelta::seconds(50);
     let window = (window_end - Utc::now()).to_std().unwrap_or_default();
     let collector = tokio::spawn(collect(redis.url(0), Instant::now() + window));
+    let redis0 = command_stats(&redis);
     let (api0, cpu0, t0) = (api_requests(), process_cpu(operator.pid()), Instant::now());
     seen.lock().expect("seen").rewrite_gaps.clear();
     let mut staleness: Vec<Duration> = Vec::new();
@@ -242,6 +245,7 @@ async fn main() {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let (api1, cpu1) = (api_requests(), process_cpu(operator.pid()));
+    let redis1 = command_stats(&redis);
     let (rss, peak) = (
         rss_kib(operator.pid(), "VmRSS:"),
         rss_kib(operator.pid(), "VmHWM:"),
@@ -310,6 +314,13 @@ async fn main() {
         peak / 1024,
         rss as f64 / 1024.0 / (tasks as f64 / 1000.0)
     );
+    println!(
+        "| Redis command (all clients; the collector's RPOP included) | calls per minute | Redis µs per minute |"
+    );
+    println!("|---|---|---|");
+    for (name, (calls, usec)) in command_rates(&redis0, &redis1, elapsed) {
+        println!("| {name} | {:.0} | {:.0} |", calls * 60.0, usec * 60.0);
+    }
     println!("| API requests (all clients; the bench holds one watch) | per minute |");
     println!("|---|---|");
     for (key, per_second) in rates(&api0, &api1, elapsed) {

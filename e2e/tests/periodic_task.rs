@@ -1498,3 +1498,53 @@ async fn a_new_task_gets_its_first_status_ahead_of_routine_rewrites_which_still_
     )
     .await;
 }
+
+/// A changed broker Secret (a new password, another host) reaches the push path in
+/// seconds, not at the next resync a minute later, and the old broker's connection closes.
+#[tokio::test]
+async fn a_changed_broker_secret_is_used_within_seconds_and_the_old_connection_closes() {
+    let h = Harness::new("pt-secret").await;
+    h.apply("s", every("s", "1s"));
+    eventually(WAIT, "pushes to the first broker", || async {
+        (h.runs("s").await >= 2).then_some(())
+    })
+    .await;
+    let moved = RedisServer::start(None, Some("an0ther-pw"), &["--save", ""]);
+    let secret = json!({"stringData": {"url": moved.url(0)}});
+    ok(kubectl(&[
+        "patch",
+        "secret",
+        "broker",
+        "-n",
+        &h.ns.name,
+        "-p",
+        &secret.to_string(),
+    ]));
+    let changed = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "a push on the new broker",
+        || async {
+            let queued = String::from_utf8_lossy(&moved.cli(&["LLEN", "celery"]).stdout)
+                .trim()
+                .parse::<i64>()
+                .unwrap_or(0);
+            (queued > 0).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "pushing to the new broker {:?} after the change",
+        changed.elapsed()
+    );
+    eventually(WAIT, "the old broker's connections closed", || async {
+        let list = h.redis.cli(&["CLIENT", "LIST"]);
+        let others = String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| !l.contains("cmd=client"))
+            .count();
+        (others == 0).then_some(())
+    })
+    .await;
+    h.assert_no_secret_leaked();
+}

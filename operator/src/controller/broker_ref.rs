@@ -67,6 +67,27 @@ impl ResolveError {
     }
 }
 
+/// An object a broker reference may read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Read<'a> {
+    Secret(&'a str),
+    RedisCache(&'a str),
+}
+
+/// Whether resolving `r` reads `object` (in the reference's namespace): a RedisCache
+/// reference reads the RedisCache and its connection Secret.
+pub(crate) fn reads(r: &BrokerRef, object: Read<'_>) -> bool {
+    match object {
+        Read::RedisCache(name) => r.redis_cache.as_deref() == Some(name),
+        Read::Secret(name) => {
+            r.secret_key_ref.as_ref().is_some_and(|s| s.name == name)
+                || r.redis_cache
+                    .as_deref()
+                    .is_some_and(|rc| connection_secret_name(rc) == name)
+        }
+    }
+}
+
 /// Checks that what `r` points at exists and reads its URL; `field` names the spec field
 /// (`spec.broker`) in the error. Reads go through the context's read caches: an object is
 /// fetched once per version, however many references name it.
@@ -183,6 +204,30 @@ pub fn url_env(var: &str, broker: &ResolvedBroker) -> Vec<EnvVar> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_reads_its_secret_or_its_redis_cache_and_that_cache_s_connection_secret() {
+        let by_secret = BrokerRef {
+            secret_key_ref: Some(SecretKeyRef {
+                name: "broker".into(),
+                key: "url".into(),
+            }),
+            ..BrokerRef::default()
+        };
+        let by_cache = BrokerRef {
+            redis_cache: Some("cache".into()),
+            ..BrokerRef::default()
+        };
+        assert!(reads(&by_secret, Read::Secret("broker")));
+        assert!(!reads(&by_secret, Read::Secret("other")));
+        assert!(!reads(&by_secret, Read::RedisCache("broker")));
+        assert!(reads(&by_cache, Read::RedisCache("cache")));
+        assert!(reads(
+            &by_cache,
+            Read::Secret(&connection_secret_name("cache"))
+        ));
+        assert!(!reads(&by_cache, Read::Secret("cache")));
+    }
 
     #[test]
     fn redis_cache_url_is_the_base_url_plus_database_by_expansion() {

@@ -14,13 +14,20 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
 
-type Key = (String, String);
+pub(crate) type Key = (String, String);
+
+/// Changes held for a listener that is behind; one further behind re-reads at its resync.
+const CHANGES_BUFFERED: usize = 4096;
 
 pub(crate) struct ReadCache<K: Resource<DynamicType = ()> + 'static> {
     client: Client,
     versions: Store<PartialObjectMeta<K>>,
     read: Mutex<HashMap<Key, Arc<K>>>,
+    /// `(namespace, name)` of read objects whose version moved on: their users act on the
+    /// change now rather than at their next resync.
+    changed: broadcast::Sender<Key>,
 }
 
 impl<K> ReadCache<K>
@@ -41,16 +48,46 @@ where
             None => Api::all(client.clone()),
         };
         let (versions, writer) = reflector::store();
-        let stream = watcher(watched, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer)
-            .for_each(|_| async {});
-        tokio::spawn(stream);
-        Arc::new(Self {
+        let cache = Arc::new(Self {
             client,
             versions,
             read: Mutex::new(HashMap::new()),
-        })
+            changed: broadcast::channel(CHANGES_BUFFERED).0,
+        });
+        let stream = watcher(watched, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        let watching = cache.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(touched) = stream.next().await {
+                if let Ok(meta) = touched {
+                    watching.touched(&meta);
+                }
+            }
+        });
+        cache
+    }
+
+    /// Changes of objects read through this cache, from now on.
+    pub(crate) fn changes(&self) -> broadcast::Receiver<Key> {
+        self.changed.subscribe()
+    }
+
+    fn touched(&self, meta: &PartialObjectMeta<K>) {
+        let key = (
+            meta.metadata.namespace.clone().unwrap_or_default(),
+            meta.metadata.name.clone().unwrap_or_default(),
+        );
+        let moved = self
+            .lock()
+            .get(&key)
+            .is_some_and(|read| read.meta().resource_version != meta.metadata.resource_version);
+        if moved {
+            // Nobody listening is fine: nothing to tell.
+            let _ = self.changed.send(key);
+        }
     }
 
     /// `ns/name` as the API server has it now: from the last read when the watch has seen no

@@ -95,7 +95,7 @@ pub async fn run(ctx: Arc<Context>) {
 fn uses_redis_cache(wp: &WorkerPool, name: &str) -> bool {
     std::iter::once(&wp.spec.broker)
         .chain(wp.spec.result_backend.as_ref())
-        .any(|b| b.redis_cache.as_deref() == Some(name))
+        .any(|b| broker::reads(b, broker::Read::RedisCache(name)))
 }
 
 fn error_policy(wp: Arc<WorkerPool>, err: &Error, pctx: Arc<PoolContext>) -> Action {
