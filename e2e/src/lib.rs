@@ -57,6 +57,18 @@ pub fn kubectl(args: &[&str]) -> Output {
     kubectl_with_input(args, None)
 }
 
+/// `kubectl get OBJECT -n NS -o jsonpath=PATH`, which must succeed.
+pub fn jsonpath(ns: &str, object: &str, path: &str) -> String {
+    ok(kubectl(&[
+        "get",
+        object,
+        "-n",
+        ns,
+        "-o",
+        &format!("jsonpath={path}"),
+    ]))
+}
+
 /// Like [`kubectl`], feeding `input` on stdin.
 pub fn kubectl_with_input(args: &[&str], input: Option<&str>) -> Output {
     use std::io::Write;

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
-use celery_operator_e2e::{TestNamespace, client, eventually, kubectl, kubectl_with_input, ok};
+use celery_operator_e2e::{
+    TestNamespace, client, eventually, jsonpath, kubectl, kubectl_with_input, ok,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -16,17 +18,6 @@ fn operator_clients(redis: &RedisServer) -> usize {
         .lines()
         .filter(|l| !l.contains("cmd=client"))
         .count()
-}
-
-fn jsonpath(ns: &str, object: &str, path: &str) -> String {
-    ok(kubectl(&[
-        "get",
-        object,
-        "-n",
-        ns,
-        "-o",
-        &format!("jsonpath={path}"),
-    ]))
 }
 
 #[tokio::test]

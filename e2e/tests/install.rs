@@ -9,8 +9,8 @@ use celery_operator_e2e::chart::{chart, helm};
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{
-    TestNamespace, client, events, eventually, kubeconfig_path, kubectl, kubectl_with_input, ok,
-    repo_root,
+    TestNamespace, client, events, eventually, jsonpath, kubeconfig_path, kubectl,
+    kubectl_with_input, ok, repo_root,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -285,15 +285,7 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         assert!(!can_i(&kubeconfig, &denied), "must be denied: {denied:?}");
     }
     eventually(WAIT, "status written as the service account", || async {
-        let s = ok(kubectl(&[
-            "get",
-            "wpool",
-            "default",
-            "-n",
-            &ns.name,
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ]));
+        let s = jsonpath(&ns.name, "wpool/default", "{.status.readyReplicas}");
         (s == "2").then_some(())
     })
     .await;
@@ -374,15 +366,7 @@ async fn the_chart_rbac_is_enough_for_the_operator_and_no_more() {
         "celeryoperator.io/run-now=after-revoke",
     ]));
     eventually(WAIT, "the run-now acted on", || async {
-        let acted = ok(kubectl(&[
-            "get",
-            "ptask",
-            "tick",
-            "-n",
-            &ns.name,
-            "-o",
-            "jsonpath={.status.lastRunNow}",
-        ]));
+        let acted = jsonpath(&ns.name, "ptask/tick", "{.status.lastRunNow}");
         (acted == "after-revoke").then_some(())
     })
     .await;

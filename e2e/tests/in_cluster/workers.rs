@@ -1,7 +1,7 @@
 //! WorkerPool on real pods: `celery -A tasks worker` from the test app's image, its broker and
 //! result backend from the connection Secret, executing what the in-cluster beat pushes.
 
-use celery_operator_e2e::{eventually, kubectl, ok};
+use celery_operator_e2e::{eventually, jsonpath, kubectl, ok};
 use serde_json::Value;
 
 use super::support::{
@@ -71,15 +71,7 @@ pub(crate) async fn worker_pods_execute_the_periodic_tasks_and_store_results() {
     assert_eq!(meta["result"]["id"], id.as_str());
     // The operator's status shows the pushes (run bookkeeping lands a moment after a run).
     eventually(WAIT, "totalRuns of at least 3", || async {
-        let total = ok(kubectl(&[
-            "get",
-            "ptask",
-            "tick",
-            "-n",
-            &ns.name,
-            "-o",
-            "jsonpath={.status.totalRuns}",
-        ]));
+        let total = jsonpath(&ns.name, "ptask/tick", "{.status.totalRuns}");
         total
             .trim()
             .parse::<u64>()
