@@ -16,7 +16,8 @@ E2E_VENV=$("$repo/e2e/venv.sh")
 export E2E_VENV
 cd "$repo"
 cargo build --release -p celery-operator
-export E2E_OPERATOR_BIN=$repo/target/release/celery-operator
+# BENCH_OPERATOR_BIN runs something else as the operator (a profiler wrapping the release build).
+export E2E_OPERATOR_BIN=${BENCH_OPERATOR_BIN:-$repo/target/release/celery-operator}
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" apply --server-side -f crds/ >/dev/null
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null
 for bench in "$@"; do
