@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use celery_operator::celery::{TaskMessage, TransportOptions};
+use celery_operator_e2e::measure::percentile;
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
 use celery_operator_e2e::{TestNamespace, broker_url_secret, client, kubectl_with_input, ok};
@@ -20,11 +21,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 
 const BURSTS: usize = 50;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 #[tokio::main]
 async fn main() {

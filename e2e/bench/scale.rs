@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use celery_operator::api::PeriodicTask;
 use celery_operator::schedule::{Cron, parse_tz};
 use celery_operator_e2e::measure::{
-    api_requests, command_rates, command_stats, process_cpu, rates,
+    api_requests, command_rates, command_stats, percentile, process_cpu, process_rss_kib, rates,
 };
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
@@ -105,31 +105,8 @@ fn task_id(message: &str) -> String {
     v["headers"]["id"].as_str().unwrap_or_default().to_string()
 }
 
-fn percentile<T: Copy + Ord + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
-}
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -246,10 +223,7 @@ async fn main() {
     let elapsed = t0.elapsed().as_secs_f64();
     let (api1, cpu1) = (api_requests(), process_cpu(operator.pid()));
     let redis1 = command_stats(&redis);
-    let (rss, peak) = (
-        rss_kib(operator.pid(), "VmRSS:"),
-        rss_kib(operator.pid(), "VmHWM:"),
-    );
+    let (rss, peak) = process_rss_kib(operator.pid());
     let popped = collector.await.expect("collector");
     watch.abort();
     staleness.sort();
