@@ -1548,3 +1548,110 @@ async fn a_changed_broker_secret_is_used_within_seconds_and_the_old_connection_c
     .await;
     h.assert_no_secret_leaked();
 }
+
+/// Sockets the process `pid` holds open now (API server and Redis connections, listeners).
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// An operator restarting with hundreds of tasks whose broker Secret is missing reconciles
+/// them all at once: each task still gets its own BrokerNotFound event and Ready False, but
+/// the shared Secret is read once per burst and events queue, so the API server sees a
+/// bounded number of connections, not two per task.
+#[tokio::test]
+async fn a_burst_of_reconciles_keeps_api_connections_bounded_and_every_task_told() {
+    const TASKS: usize = 400;
+    let mut h = Harness::new("pt-burst").await;
+    let manifests: String = (0..TASKS)
+        .map(|i| {
+            let mut spec = every(&format!("t{i}"), "1h");
+            spec["broker"] = json!({"secretKeyRef": {"name": "nosuch", "key": "url"}});
+            json!({
+                "apiVersion": "celeryoperator.io/v1alpha1", "kind": "PeriodicTask",
+                "metadata": {"name": format!("t{i}")}, "spec": spec,
+            })
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    ok(kubectl_with_input(
+        &["apply", "-n", &h.ns.name, "-f", "-"],
+        Some(&manifests),
+    ));
+    let told = || async {
+        let mut names: Vec<String> = h
+            .events("BrokerNotFound")
+            .await
+            .into_iter()
+            .filter_map(|e| e.involved_object.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        names.len()
+    };
+    eventually(
+        Duration::from_secs(60),
+        "a BrokerNotFound event per task",
+        || async { (told().await == TASKS).then_some(()) },
+    )
+    .await;
+
+    // A restart sees every task at once in its first list.
+    h.operator.restart();
+    let pid = h.operator.pid();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(open_sockets(pid));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    eventually(
+        Duration::from_secs(60),
+        "the restarted operator's reconciles of every task",
+        || async {
+            let done = h
+                .operator
+                .metric("celery_operator_reconciles_total{kind=\"PeriodicTask\"}")
+                .unwrap_or(0.0);
+            (done >= TASKS as f64).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().expect("sampler");
+    // Watches, the status writer's writes in flight, the event queue's posts and a read of
+    // the Secret: tens, whatever the number of tasks.
+    assert!(
+        peak <= 80,
+        "the operator held {peak} sockets at once reconciling {TASKS} tasks"
+    );
+    let not_ready = h
+        .api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter(|pt| {
+            pt.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Ready" && c.status == "False" && c.reason == "BrokerNotFound"
+                })
+            })
+        })
+        .count();
+    assert_eq!(not_ready, TASKS, "every task says its broker is not found");
+}

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub pool_backlog: Family<PoolLabels, Gauge>,
     pub pool_desired_replicas: Family<PoolLabels, Gauge>,
     pub leader: Gauge,
+    /// Events not recorded because the event queue was full.
+    pub events_dropped: Counter,
     ready: AtomicBool,
 }
 
@@ -77,6 +79,7 @@ impl Default for Metrics {
         let pool_backlog = Family::<PoolLabels, Gauge>::default();
         let pool_desired_replicas = Family::<PoolLabels, Gauge>::default();
         let leader = Gauge::default();
+        let events_dropped = Counter::default();
         registry.register("reconciles", "Reconciles by kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -123,6 +126,11 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease",
             leader.clone(),
         );
+        registry.register(
+            "events_dropped",
+            "Events not recorded because the event queue was full",
+            events_dropped.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -135,6 +143,7 @@ impl Default for Metrics {
             pool_backlog,
             pool_desired_replicas,
             leader,
+            events_dropped,
             ready: AtomicBool::new(false),
         }
     }

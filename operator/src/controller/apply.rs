@@ -64,26 +64,20 @@ where
     let (applied, outcome) = apply(api, desired).await?;
     let what = format!("{} {}", K::kind(&()), desired.name_any());
     match outcome {
-        Outcome::Created => {
-            ctx.publish(
-                owner,
-                EventType::Normal,
-                "Created",
-                &format!("Create{}", K::kind(&())),
-                format!("Created {what}"),
-            )
-            .await
-        }
-        Outcome::Updated => {
-            ctx.publish(
-                owner,
-                EventType::Normal,
-                "Updated",
-                &format!("Update{}", K::kind(&())),
-                format!("Updated {what}"),
-            )
-            .await
-        }
+        Outcome::Created => ctx.publish(
+            owner,
+            EventType::Normal,
+            "Created",
+            &format!("Create{}", K::kind(&())),
+            format!("Created {what}"),
+        ),
+        Outcome::Updated => ctx.publish(
+            owner,
+            EventType::Normal,
+            "Updated",
+            &format!("Update{}", K::kind(&())),
+            format!("Updated {what}"),
+        ),
         Outcome::Unchanged => {}
     }
     Ok(applied)

@@ -53,12 +53,12 @@ pub enum ResolveError {
         field: String,
         object: String,
         #[source]
-        source: kube::Error,
+        source: std::sync::Arc<kube::Error>,
     },
 }
 
 impl ResolveError {
-    fn unavailable(field: &str, object: String, source: kube::Error) -> Self {
+    fn unavailable(field: &str, object: String, source: std::sync::Arc<kube::Error>) -> Self {
         Self::Unavailable {
             field: field.to_string(),
             object,

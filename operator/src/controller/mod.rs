@@ -4,6 +4,7 @@
 pub(crate) mod apply;
 pub mod broker_ref;
 pub(crate) mod conditions;
+pub(crate) mod events;
 pub(crate) mod labels;
 pub(crate) mod read_cache;
 pub use labels::OwnedBy;
@@ -78,8 +79,8 @@ pub struct Context {
     pub client: Client,
     /// Only this namespace is watched when set; otherwise the whole cluster.
     pub namespace: Option<String>,
-    /// The one event recorder of the process.
-    pub recorder: Recorder,
+    /// Where every event of the process goes out, through its one Recorder.
+    pub(crate) events: events::EventQueue,
     pub metrics: Arc<Metrics>,
     pub backoff: Backoff,
     /// What broker references name, read once per version.
@@ -96,7 +97,10 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: events::EventQueue::start(
+                Recorder::new(client.clone(), reporter),
+                metrics.events_dropped.clone(),
+            ),
             secrets: ReadCache::start(client.clone(), namespace.as_deref()),
             redis_caches: ReadCache::start(client.clone(), namespace.as_deref()),
             client,
@@ -121,10 +125,10 @@ impl Context {
 }
 
 impl Context {
-    /// Publishes an event on `obj`; failing to record an event never fails a reconcile.
+    /// Queues an event on `obj`; failing to record an event never fails a reconcile.
     /// Events of one object are grouped by (reason, action), so `action` tells apart what
     /// happened to different owned objects.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
+    pub fn publish<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         type_: EventType,
@@ -132,14 +136,13 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        self.publish_on(obj, None, type_, reason, action, note)
-            .await;
+        self.publish_on(obj, None, type_, reason, action, note);
     }
 
-    /// Publishes an event on one part of `obj` (a `fieldPath` such as
+    /// Queues an event on one part of `obj` (a `fieldPath` such as
     /// `status.recentRuns{<task id>}`, as the kubelet names a container): events on different
     /// parts are recorded apart instead of counted into one series.
-    pub async fn publish_on<K: Resource<DynamicType = ()>>(
+    pub fn publish_on<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         field_path: Option<String>,
@@ -157,9 +160,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &regarding).await {
-            tracing::warn!(kind = %K::kind(&()), name = obj.meta().name.as_deref().unwrap_or_default(), error = %err, "could not publish event");
-        }
+        self.events.push(event, regarding);
     }
 }
 

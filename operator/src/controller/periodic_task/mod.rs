@@ -170,7 +170,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
                 Seen::InvalidMessage { schedule, message }
             };
             ctx.metrics.reconcile_failed("PeriodicTask", "invalid_spec");
-            return st.reconciled(&pt, key, seen, Action::await_change()).await;
+            return st.reconciled(&pt, key, seen, Action::await_change());
         }
     };
     let resolved = match broker_ref::resolve(ctx, &ns, "spec.broker", &pt.spec.broker).await {
@@ -188,9 +188,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
                 message,
                 pending,
             };
-            return st
-                .reconciled(&pt, key, seen, Action::requeue(UNRESOLVED_RETRY))
-                .await;
+            return st.reconciled(&pt, key, seen, Action::requeue(UNRESOLVED_RETRY));
         }
         Err(err) => {
             // The API server did not answer: nothing is known of the reference, so the
@@ -205,8 +203,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
                     results: st.writer.results_of(&key),
                 };
                 st.writer
-                    .observe(key, Observation::Reconciled(pt.clone(), seen))
-                    .await;
+                    .observe(key, Observation::Reconciled(pt.clone(), seen));
             }
             let err = Error::from(err);
             ctx.metrics
@@ -242,9 +239,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
         results,
     };
     // The writer knows the task before the engine can report a push of it.
-    let action = st
-        .reconciled(&pt, key.clone(), seen, Action::requeue(RESYNC))
-        .await;
+    let action = st.reconciled(&pt, key.clone(), seen, Action::requeue(RESYNC));
     st.engine.upsert(
         key,
         Job {
@@ -264,7 +259,7 @@ async fn reconcile(pt: Arc<PeriodicTask>, st: Arc<State>) -> Result<Action> {
 
 impl State {
     /// Hands what reconcile saw to the status writer and ends the reconcile.
-    async fn reconciled(
+    fn reconciled(
         &self,
         pt: &Arc<PeriodicTask>,
         key: Key,
@@ -273,8 +268,7 @@ impl State {
     ) -> Result<Action> {
         self.ctx.backoff.succeeded(&Backoff::key(&**pt));
         self.writer
-            .observe(key, Observation::Reconciled(pt.clone(), seen))
-            .await;
+            .observe(key, Observation::Reconciled(pt.clone(), seen));
         Ok(action)
     }
 
@@ -313,9 +307,7 @@ impl State {
 /// Engine reports become status (and events).
 async fn consume_reports(writer: Arc<StatusWriter>, mut reports: mpsc::UnboundedReceiver<Report>) {
     while let Some(report) = reports.recv().await {
-        writer
-            .observe(report.key.clone(), Observation::Report(report))
-            .await;
+        writer.observe(report.key.clone(), Observation::Report(report));
     }
 }
 
@@ -325,9 +317,7 @@ async fn consume_outcomes(
     mut outcomes: mpsc::UnboundedReceiver<outcomes::Outcome>,
 ) {
     while let Some(outcome) = outcomes.recv().await {
-        writer
-            .observe(outcome.key.clone(), Observation::Outcome(outcome))
-            .await;
+        writer.observe(outcome.key.clone(), Observation::Outcome(outcome));
     }
 }
 

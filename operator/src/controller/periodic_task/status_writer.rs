@@ -234,7 +234,7 @@ impl StatusWriter {
 
     /// Records an observation (and the events of what changed), then makes sure a writer
     /// runs for the task.
-    pub(crate) async fn observe(self: &Arc<Self>, key: Key, observation: Observation) {
+    pub(crate) fn observe(self: &Arc<Self>, key: Key, observation: Observation) {
         let (warn, events, run_failed, obj) = {
             let Ok(mut cells) = self.cells.lock() else {
                 return;
@@ -342,29 +342,20 @@ impl StatusWriter {
         };
         if let Some((reason, note)) = warn {
             self.ctx
-                .publish(&*obj, EventType::Warning, reason, "Schedule", note)
-                .await;
+                .publish(&*obj, EventType::Warning, reason, "Schedule", note);
         }
         if let Some((field_path, note)) = run_failed {
-            self.ctx
-                .publish_on(
-                    &*obj,
-                    Some(field_path),
-                    EventType::Warning,
-                    "RunFailed",
-                    "Run",
-                    note,
-                )
-                .await;
+            self.ctx.publish_on(
+                &*obj,
+                Some(field_path),
+                EventType::Warning,
+                "RunFailed",
+                "Run",
+                note,
+            );
         }
-        if !events.is_empty() {
-            let ctx = self.ctx.clone();
-            let obj = obj.clone();
-            tokio::spawn(async move {
-                for e in events {
-                    ctx.publish(&*obj, e.type_, e.reason, "Push", e.note).await;
-                }
-            });
+        for e in events {
+            self.ctx.publish(&*obj, e.type_, e.reason, "Push", e.note);
         }
     }
 

@@ -74,8 +74,7 @@ async fn reconcile(rc: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action> {
             reason,
             "Reconcile",
             err.to_string(),
-        )
-        .await;
+        );
         let ns = namespace(&*rc)?;
         let status = status::failed(&rc, reason, err.to_string(), Timestamp::now());
         write_status(&ctx.client, &*rc, &ns, rc.status.as_ref(), status).await?;
@@ -165,8 +164,7 @@ async fn ensure_password(
                 "Created",
                 "GeneratePassword",
                 format!("Created Secret {secret_name} with a generated password"),
-            )
-            .await;
+            );
             Ok(Some(password))
         }
         // Another reconcile won the race: use its password, never ours.

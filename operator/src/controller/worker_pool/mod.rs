@@ -135,8 +135,7 @@ async fn reconcile(wp: Arc<WorkerPool>, pctx: Arc<PoolContext>) -> Result<Action
                 status::failed(&wp, "ReconcileFailed", other.to_string(), Timestamp::now()),
             ),
         };
-        ctx.publish(&*wp, event_type, reason, "Reconcile", err.to_string())
-            .await;
+        ctx.publish(&*wp, event_type, reason, "Reconcile", err.to_string());
         write_status(&ctx.client, &*wp, &ns, wp.status.as_ref(), status).await?;
     }
     result
@@ -258,8 +257,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
                 format!(
                     "holding {held} of {replicas} replicas until the broker's RedisCache is Ready"
                 ),
-            )
-            .await;
+            );
         }
         held
     };
@@ -285,8 +283,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
                 "BrokerUnreachable",
                 "Autoscale",
                 format!("holding {replicas} replicas: {err}"),
-            )
-            .await;
+            );
         }
     }
     write_status(c, wp, ns, wp.status.as_ref(), new_status).await?;
