@@ -9,6 +9,9 @@ use celery_operator::leader::LeaseConfig;
 use celery_operator::metrics::Metrics;
 use celery_operator::{api, controller, http, import, schedule};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// celery-operator: Redis, Celery workers and periodic tasks as Kubernetes resources.
 #[derive(Parser)]
 #[command(version, about)]

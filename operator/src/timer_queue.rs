@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 /// Names one armed timer, to cancel it.
@@ -74,6 +75,11 @@ impl<T, At: Ord + Copy> TimerQueue<T, At> {
     fn len(&self) -> usize {
         self.items.len()
     }
+}
+
+/// The tokio instant of a wall-clock instant (now if it is past).
+pub(crate) fn instant_of(at: DateTime<Utc>) -> Instant {
+    Instant::now() + (at - Utc::now()).to_std().unwrap_or_default()
 }
 
 /// Sleeps until `at`, or forever when nothing is armed.

@@ -10,9 +10,9 @@ mod publish;
 pub(crate) mod test_server;
 mod url;
 
-pub(crate) use batcher::PushThread;
+pub(crate) use batcher::{PushThread, PushWindow};
 pub(crate) use connections::{Connections, UrlUsers};
-pub(crate) use publish::{PublishOutcome, Published, Push, RunCounter, publish_batch};
+pub(crate) use publish::{PublishOutcome, Published, Push, RunCounter};
 pub use url::BrokerUrl;
 
 /// Why a broker operation failed; `metric_label` is short and stable for metrics.

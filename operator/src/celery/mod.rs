@@ -7,7 +7,7 @@
 //!
 //! Typical use: derive the id with [`task_id_for_slot`], build a [`TaskMessage`],
 //! [`TaskMessage::encode`] it (validates, then returns the list key and the element),
-//! and push it only if [`dedupe_key`] is new.
+//! and push it only if its task id is not yet marked under [`slot_marks_key`].
 
 pub(crate) mod decode;
 pub(crate) mod message;
@@ -27,5 +27,5 @@ pub use decode::{DecodeError, DecodedMessage, decode_envelope};
 pub use message::{EncodeError, EncodedMessage, TaskMessage};
 pub use queue::TransportOptions;
 pub use stamp::Stamp;
-pub use task_id::{dedupe_key, runs_key, task_id_for_slot};
+pub use task_id::{run_counts_key, run_now_marks_key, slot_marks_key, task_id_for_slot};
 pub use validate::{Field, MAX_BODY_BYTES, ValidationError, validate_message};

@@ -13,9 +13,6 @@ use super::validate::{Field, ValidationError};
 /// = `5634723c-6faa-5579-9771-509017b0cdd2`. Changing it changes every id.
 pub(crate) const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5634723c_6faa_5579_9771_509017b0cdd2);
 
-/// Prefix of a slot's dedupe key (after the transport's global key prefix).
-pub(crate) const DEDUPE_KEY_PREFIX: &str = "celery-operator:slot:";
-
 /// Longest accepted object uid (Kubernetes uids are 36-character UUIDs).
 pub(crate) const MAX_UID_LEN: usize = 128;
 
@@ -60,24 +57,37 @@ pub fn task_id_for_slot<Tz: TimeZone>(
     ))
 }
 
-/// The Redis key marking a slot as published: `<global_key_prefix>celery-operator:slot:<id>`.
-/// The transport's prefix applies so that all keys of one app share it (Redis ACL key
-/// patterns, shared databases).
-pub fn dedupe_key(global_key_prefix: &str, task_id: Uuid) -> String {
-    format!(
-        "{global_key_prefix}{DEDUPE_KEY_PREFIX}{}",
-        task_id.hyphenated()
-    )
+/// Where the pushes of one instant are marked done: a hash of task id -> `1`,
+/// `<global_key_prefix>celery-operator:slots:<slot as in [`slot_name`]>`. One hash per
+/// instant lets one script call check and mark hundreds of pushes with two commands. The
+/// transport's prefix applies so that all keys of one app share it (Redis ACL key patterns,
+/// shared databases).
+pub fn slot_marks_key<Tz: TimeZone>(global_key_prefix: &str, slot: &DateTime<Tz>) -> String {
+    let slot = slot
+        .with_timezone(&Utc)
+        .to_rfc3339_opts(SecondsFormat::Nanos, true);
+    format!("{global_key_prefix}celery-operator:slots:{slot}")
 }
 
-/// Prefix of a task's run counter key (after the transport's global key prefix).
-pub(crate) const RUNS_KEY_PREFIX: &str = "celery-operator:runs:";
-
-/// The Redis key counting the pushes of the object with `metadata.uid` = `object_uid`:
-/// `<global_key_prefix>celery-operator:runs:<uid>`.
-pub fn runs_key(global_key_prefix: &str, object_uid: &str) -> String {
-    format!("{global_key_prefix}{RUNS_KEY_PREFIX}{object_uid}")
+/// Where a task's run-now requests are marked done (they belong to no instant):
+/// `<global_key_prefix>celery-operator:run-now:<uid>`.
+pub fn run_now_marks_key(global_key_prefix: &str, object_uid: &str) -> String {
+    format!("{global_key_prefix}celery-operator:run-now:{object_uid}")
 }
+
+/// The hash counting every task's pushes (uid -> count) during one window of time:
+/// `<global_key_prefix>celery-operator:run-counts:<window>`. A window's hash expires after
+/// the next window, so the counts of deleted tasks go with it.
+pub fn run_counts_key(global_key_prefix: &str, window: i64) -> String {
+    format!("{global_key_prefix}celery-operator:run-counts:{window}")
+}
+
+/// Keys of operators before the per-instant hashes: a slot marked by one
+/// (`celery-operator:slot:<task id>`) and a task's count (`celery-operator:runs:<uid>`).
+/// They are still read, so an upgrade that hands a slot over from an older operator pushes
+/// it once and keeps counting.
+pub(crate) const LEGACY_SLOT_KEY: &str = "celery-operator:slot:";
+pub(crate) const LEGACY_RUNS_KEY: &str = "celery-operator:runs:";
 
 #[cfg(test)]
 mod tests {
@@ -145,15 +155,23 @@ mod tests {
     }
 
     #[test]
-    fn dedupe_keys() {
-        let id = task_id_for_slot(UID, &slot()).unwrap();
+    fn mark_and_count_keys() {
         assert_eq!(
-            dedupe_key("", id),
-            "celery-operator:slot:68662e61-dfe1-5333-b0be-6544229c2d07"
+            slot_marks_key("", &slot()),
+            "celery-operator:slots:2030-01-02T03:04:05.000000000Z"
+        );
+        let berlin = FixedOffset::east_opt(3600).unwrap();
+        assert_eq!(
+            slot_marks_key("app1:", &slot().with_timezone(&berlin)),
+            "app1:celery-operator:slots:2030-01-02T03:04:05.000000000Z"
         );
         assert_eq!(
-            dedupe_key("app1:", id),
-            "app1:celery-operator:slot:68662e61-dfe1-5333-b0be-6544229c2d07"
+            run_now_marks_key("app1:", UID),
+            format!("app1:celery-operator:run-now:{UID}")
+        );
+        assert_eq!(
+            run_counts_key("app1:", 2_900),
+            "app1:celery-operator:run-counts:2900"
         );
     }
 }

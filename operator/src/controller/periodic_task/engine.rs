@@ -14,22 +14,20 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry as Slot;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use kube::runtime::events::EventType;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use super::entry::{Entry, Update};
 use super::fire::{Fired, Firing, fire, probe, watch_broker};
 use super::plan::Plan;
 use super::run_state::RunState;
 use super::stats::Stats;
-use crate::broker::{BrokerUrl, Connections, PushThread, UrlUsers};
+use crate::broker::{BrokerUrl, Connections, PushThread, PushWindow, UrlUsers};
 use crate::metrics::Metrics;
-use crate::timer_queue::{TimerQueue, sleep_until};
+use crate::timer_queue::{TimerQueue, instant_of, sleep_until};
 
 /// A PeriodicTask's key: `namespace/name`.
 pub type Key = String;
@@ -112,6 +110,7 @@ enum Command {
 pub struct Engine {
     tx: mpsc::UnboundedSender<Command>,
     pub stats: Arc<Stats>,
+    window: Arc<PushWindow>,
 }
 
 impl Engine {
@@ -119,15 +118,22 @@ impl Engine {
     pub fn start(reports: mpsc::UnboundedSender<Report>, metrics: Option<Arc<Metrics>>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
+        let pusher = PushThread::start();
+        let window = pusher.window();
         let shared = Arc::new(Shared {
-            pusher: PushThread::start(),
+            pusher,
             conns: Connections::new(),
             lead_us: AtomicI64::new(0),
             stats: stats.clone(),
             metrics,
         });
         tokio::spawn(run_loop(rx, reports, shared));
-        Engine { tx, stats }
+        Engine { tx, stats, window }
+    }
+
+    /// When the pushes of many tasks go out, which status writes keep clear of.
+    pub(crate) fn push_window(&self) -> Arc<PushWindow> {
+        self.window.clone()
     }
 
     pub fn upsert(&self, key: Key, job: Job) {
@@ -169,12 +175,6 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move { shared.conns.forget(&url).await });
     }
-}
-
-/// The tokio instant of a wall-clock instant (now if it is past).
-pub(crate) fn instant_of(at: DateTime<Utc>) -> Instant {
-    let ahead = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-    Instant::now() + ahead
 }
 
 type Timers = TimerQueue<Key, DateTime<Utc>>;
@@ -349,6 +349,8 @@ async fn run_loop(
 mod tests {
     use super::*;
     use crate::broker::test_server::Server;
+    use std::time::Duration;
+    use tokio::time::Instant;
 
     #[test]
     fn lead_grows_with_the_tasks_and_stays_below_a_second() {

@@ -7,24 +7,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use super::concurrency::{self, Held};
-use super::engine::{Job, Key, PushedRun, Shared, instant_of};
+use super::engine::{Job, Key, PushedRun, Shared};
 use super::plan::run_now_task_id;
 use super::run_state::RunState;
 use super::slots::{self, MAX_DEDUPE_TTL};
 use crate::api::periodic_task::ConcurrencyPolicy;
 use crate::broker::{BrokerError, BrokerUrl, PublishOutcome, Push, RunCounter};
 use crate::celery::message::{EncodeError, EncodedMessage};
-use crate::celery::{Field, dedupe_key, runs_key, task_id_for_slot};
+use crate::celery::{Field, run_now_marks_key, slot_marks_key, task_id_for_slot};
 use crate::metrics::FailureLabels;
 
-/// Dedupe keys of run-now requests live as long as any dedupe key (annotation values are
-/// not reused).
+/// Marks of run-now requests live as long as any mark (annotation values are not reused).
 pub(super) const RUN_NOW_TTL: Duration = MAX_DEDUPE_TTL;
-/// Life of a task's run counter in the broker. It only bridges a push and the status write
-/// that records it; once expired it starts again from the count the engine knows.
-const RUNS_TTL: Duration = MAX_DEDUPE_TTL;
 
 /// What one firing (or a connectivity probe) did.
 pub(crate) struct Fired {
@@ -129,16 +126,16 @@ async fn push_due(
 ) -> Result<(), BrokerError> {
     let plan = &job.plan;
     let prefix = &plan.transport.global_key_prefix;
-    let runs_key = runs_key(prefix, &plan.uid);
-    let push = |dedupe_key, dedupe_ttl, enc: EncodedMessage, seed| Push {
-        dedupe_key,
-        dedupe_ttl,
+    let push = |marks_key, id: Uuid, mark_ttl, enc: EncodedMessage, seed| Push {
+        key_prefix: prefix.clone(),
+        marks_key,
+        task_id: id.to_string(),
+        mark_ttl,
         queue_key: enc.queue_key,
         envelope: enc.envelope,
         counter: RunCounter {
-            key: runs_key.clone(),
+            uid: plan.uid.clone(),
             seed,
-            ttl: RUNS_TTL,
         },
     };
     let url = &job.url;
@@ -148,12 +145,13 @@ async fn push_due(
         match plan.template.encode(&plan.transport, id, now, now) {
             Ok(enc) => {
                 let p = push(
-                    dedupe_key(prefix, id),
+                    run_now_marks_key(prefix, &plan.uid),
+                    id,
                     RUN_NOW_TTL,
                     enc,
                     out.runs.total_runs,
                 );
-                let (published, acked) = shared.pusher.push(url, instant_of(now), p).await?;
+                let (published, acked) = shared.pusher.push(url, now, p).await?;
                 count(shared, published.outcome, None, acked);
                 out.runs.total_runs = published.runs;
                 out.runs.last_task_id = Some(id.to_string());
@@ -220,12 +218,13 @@ async fn push_due(
     for (slot, id, enc) in ready {
         if let Some(enc) = enc {
             let p = push(
-                dedupe_key(prefix, id),
+                slot_marks_key(prefix, &slot),
+                id,
                 plan.dedupe_ttl,
                 enc,
                 out.runs.total_runs,
             );
-            let (published, acked) = shared.pusher.push(url, instant_of(slot), p).await?;
+            let (published, acked) = shared.pusher.push(url, slot, p).await?;
             count(shared, published.outcome, Some(slot), acked);
             out.runs.total_runs = published.runs;
             out.runs.last_task_id = Some(id.to_string());

@@ -40,8 +40,10 @@ use super::labels::namespace;
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::periodic_task::{PeriodicTask, RUN_NOW_ANNOTATION};
 
-/// Re-read the broker Secret this often (a rotated password is picked up).
-const RESYNC: Duration = Duration::from_secs(60);
+/// Reconcile every task this often anyway. A safety net only: a spec change, a run-now and a
+/// change of the Secret or RedisCache a task reads reconcile it at once (watches). At 10,000
+/// tasks every minute it was 166 reconciles a second.
+const RESYNC: Duration = Duration::from_secs(300);
 /// Retry of a task whose broker Secret is missing.
 const UNRESOLVED_RETRY: Duration = Duration::from_secs(5);
 /// A broker reference that cannot be read again for this long is reported in `Ready`;
@@ -80,13 +82,24 @@ pub async fn run_with_engine(
     });
     tokio::spawn(consume_reports(state.writer.clone(), reports));
     tokio::spawn(consume_outcomes(state.writer.clone(), outcomes_rx));
-    tokio::spawn(watch_deletions(state.clone()));
-    // Status writes (one per push) must not each trigger a reconcile: only spec changes
-    // (generation) and the run-now annotation do, plus the periodic resync.
+    // One watch feeds the store, the deletions and the reconciles. Status writes (one per
+    // push) must not each trigger a reconcile: only spec changes (generation) and the run-now
+    // annotation do, plus the periodic resync.
     let (reader, writer) = reflector::store();
+    let mut follower = StoreFollower {
+        store: reader.clone(),
+        listed: HashSet::new(),
+    };
+    let tasks = state.clone();
     let trigger = watcher::watcher(ctx.watched::<PeriodicTask>(), watcher::Config::default())
         .default_backoff()
+        .modify(strip_for_store)
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follower.observe(event, &tasks);
+            }
+        })
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
     Controller::for_stream(trigger, reader.clone())
@@ -321,28 +334,42 @@ async fn consume_outcomes(
     }
 }
 
-/// Deleted tasks leave the timer queue at once (reconcile never sees a deleted object).
-async fn watch_deletions(st: Arc<State>) {
-    let stream = watcher::watcher(st.ctx.watched::<PeriodicTask>(), watcher::Config::default());
-    let mut stream = std::pin::pin!(stream);
-    let mut listed: HashSet<Key> = HashSet::new();
-    while let Some(event) = stream.next().await {
+/// What the store and the reconciles never read, but each of thousands of objects would
+/// keep: the managed fields (rewritten with every status write) and kubectl's copy of the
+/// last applied manifest.
+fn strip_for_store(pt: &mut PeriodicTask) {
+    pt.managed_fields_mut().clear();
+    pt.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Keeps the engine and the status writer in step with the watch: deleted tasks leave the
+/// timer queue at once (reconcile never sees a deleted object), and so do tasks a relist no
+/// longer holds (deleted while the watch was down); a task whose status moved is handed the
+/// store's copy of its object.
+struct StoreFollower {
+    store: reflector::Store<PeriodicTask>,
+    listed: HashSet<Key>,
+}
+
+impl StoreFollower {
+    fn observe(&mut self, event: &watcher::Event<PeriodicTask>, st: &State) {
         match event {
-            Ok(watcher::Event::Delete(pt)) => st.forget(&key_of(&pt)),
-            Ok(watcher::Event::Init) => listed.clear(),
-            Ok(watcher::Event::InitApply(pt)) => {
-                listed.insert(key_of(&pt));
+            watcher::Event::Delete(pt) => st.forget(&key_of(pt)),
+            watcher::Event::Init => self.listed.clear(),
+            watcher::Event::InitApply(pt) => {
+                self.listed.insert(key_of(pt));
             }
-            Ok(watcher::Event::InitDone) => {
-                // Deleted while the watch was down: known here but not listed any more.
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut self.listed);
                 for key in gone(st.writer.keys(), &listed) {
                     st.forget(&key);
                 }
             }
-            Ok(watcher::Event::Apply(_)) => {}
-            Err(err) => {
-                tracing::debug!(error = %err, "periodic task deletion watch error; it retries");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            watcher::Event::Apply(pt) => {
+                if let Some(current) = self.store.get(&ObjectRef::from_obj(pt)) {
+                    st.writer.refresh(&key_of(pt), current);
+                }
             }
         }
     }

@@ -28,6 +28,9 @@ use crate::metrics::StateLabels;
 pub const STATUS_WRITES_PER_SECOND: f64 = 100.0;
 /// Status writes on their way at once (each waits for the API server's answer).
 const WRITES_IN_FLIGHT: usize = 32;
+/// Longest the writer keeps clear of a big push in one go (see `PushWindow`): ten thousand
+/// pushes take well under this, and nothing can hold status back for longer.
+const MAX_HOLD: Duration = Duration::from_millis(300);
 
 /// What the writer learns about a task.
 pub(crate) enum Observation {
@@ -371,6 +374,19 @@ impl StatusWriter {
             .unwrap_or_default()
     }
 
+    /// Takes the store's copy of a task's object when only its status moved (the writer's own
+    /// writes), so that the object reconcile handed over is not kept as a second copy of
+    /// each task. Another generation waits for its reconcile.
+    pub(crate) fn refresh(&self, key: &Key, current: Arc<PeriodicTask>) {
+        if let Ok(mut cells) = self.cells.lock()
+            && let Some(cell) = cells.get_mut(key)
+            && cell.obj.metadata.uid == current.metadata.uid
+            && cell.obj.metadata.generation == current.metadata.generation
+        {
+            cell.obj = current;
+        }
+    }
+
     /// Whether the writer knows `key`.
     pub(crate) fn knows(&self, key: &Key) -> bool {
         self.cells.lock().is_ok_and(|c| c.contains_key(key))
@@ -403,7 +419,20 @@ impl StatusWriter {
     async fn dispatch(self: Arc<Self>, rate: f64) {
         let mut budget = Bucket::new(rate, rate);
         let mut token = false;
+        let window = self.engine.push_window();
+        let mut holding_since: Option<Instant> = None;
         loop {
+            // The pushes of many tasks go first: on a small machine the API server's work for
+            // these writes would make them late. Held at most MAX_HOLD until the window clears.
+            match window.hold(chrono::Utc::now()) {
+                Some(wait) if holding_since.is_none_or(|s| s.elapsed() < MAX_HOLD) => {
+                    holding_since.get_or_insert_with(Instant::now);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Some(_) => {}
+                None => holding_since = None,
+            }
             if !token {
                 while let Err(wait) = budget.take(Instant::now()) {
                     tokio::time::sleep(wait).await;
