@@ -62,6 +62,9 @@ impl Batch {
 
 type BatchKey = (BrokerUrl, DateTime<Utc>);
 
+/// What sending one call gave (the outer error is the connection's), and when.
+type Sent = (Result<CallResult, BrokerError>, DateTime<Utc>);
+
 /// A batch this big makes its instant one that other bulk work (status writes) keeps clear
 /// of: on a small machine the API server's work for them would slow the pushes.
 const BIG_BATCH: usize = 500;
@@ -268,8 +271,7 @@ async fn send(
 ) {
     let n = batch.len();
     let calls = batch.packer.finish();
-    let mut results: Vec<Option<(Result<CallResult, BrokerError>, DateTime<Utc>)>> =
-        (0..calls.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Sent>> = (0..calls.len()).map(|_| None).collect();
     match conns.get(&url).await {
         Ok(conn) => {
             let mut going = FuturesUnordered::new();
