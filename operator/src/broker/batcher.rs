@@ -1,11 +1,11 @@
-//! Pushes due at the same moment go to their broker together: one timer and one set of
-//! pipelines per broker and instant, instead of one timer and one round trip per task.
+//! Pushes due at the same moment go to their broker together: one timer per broker and
+//! instant, and one transaction per 500 pushes, instead of a timer and a round trip per task.
 //!
 //! The timers and the pushes run on a thread of their own, so reconciles, message
 //! building and status writes on the main runtime never delay a push that is due. A push is
-//! packed into its call (a transaction) when it arrives (its lead before the slot), so at the slot
-//! only writing to the socket is left; the answers go back once every push of the instant is
-//! in, so the main runtime's work on them does not compete with the pushes still going out.
+//! packed into its call when it arrives (its lead before the slot), so at the slot only
+//! writing to the socket is left; the answers go back once every push of the instant is in,
+//! so the main runtime's work on them does not compete with the pushes still going out.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -271,34 +271,30 @@ async fn send(
 ) {
     let n = batch.len();
     let calls = batch.packer.finish();
-    let mut results: Vec<Option<Sent>> = (0..calls.len()).map(|_| None).collect();
-    match conns.get(&url).await {
+    let results: Vec<Sent> = match conns.get(&url).await {
         Ok(conn) => {
+            let mut sent: Vec<(usize, Sent)> = Vec::with_capacity(calls.len());
             let mut going = FuturesUnordered::new();
             for (i, call) in calls.into_iter().enumerate() {
                 let mut conn = conn.clone();
-                going.push(async move { (i, send_call(&mut conn, call).await, Utc::now()) });
+                going.push(async move { (i, (send_call(&mut conn, call).await, Utc::now())) });
                 // Polled once, the call is encoded and queued; yielding lets the connection
                 // write it before the next one is encoded.
-                while let Poll::Ready(Some((i, result, at))) = futures::poll!(going.next()) {
-                    results[i] = Some((result, at));
+                while let Poll::Ready(Some(done)) = futures::poll!(going.next()) {
+                    sent.push(done);
                 }
                 tokio::task::yield_now().await;
             }
-            while let Some((i, result, at)) = going.next().await {
-                results[i] = Some((result, at));
+            while let Some(done) = going.next().await {
+                sent.push(done);
             }
+            sent.sort_by_key(|(i, _)| *i);
+            sent.into_iter().map(|(_, s)| s).collect()
         }
-        Err(e) => results
-            .iter_mut()
-            .for_each(|r| *r = Some((Err(e.clone()), Utc::now()))),
-    }
+        Err(e) => calls.iter().map(|_| (Err(e.clone()), Utc::now())).collect(),
+    };
     let mut failed = false;
-    for (result, replies) in results.into_iter().zip(batch.replies) {
-        let (result, acked) = result.unwrap_or_else(|| {
-            let lost = BrokerError::Command("the call was not sent".into());
-            (Err(lost), Utc::now())
-        });
+    for ((result, acked), replies) in results.into_iter().zip(batch.replies) {
         let published = result.unwrap_or_else(|connection| {
             failed = true;
             Err(connection)

@@ -351,6 +351,12 @@ mod tests {
             .collect())
     }
 
+    /// Packs and sends `pushes`, each of which must get an answer.
+    async fn publish_all<C: ConnectionLike>(conn: &mut C, pushes: &[Push]) -> Vec<Published> {
+        let results = publish_batch(conn, pushes).await.expect("batch");
+        results.into_iter().map(|r| r.expect("reply")).collect()
+    }
+
     async fn publish_once<C: ConnectionLike>(
         conn: &mut C,
         push: &Push,
@@ -517,8 +523,7 @@ mod tests {
             push("s:1", "a", "q", "m1", 3),
             push("s:1", "a", "q", "m1", 3),
         ];
-        let results = publish_batch(&mut conn, &batch).await.expect("batch");
-        let outcomes: Vec<Published> = results.into_iter().map(|r| r.expect("reply")).collect();
+        let outcomes = publish_all(&mut conn, &batch).await;
         assert_eq!(outcomes, [pushed(4), duplicate(4)]);
         assert_eq!(lrange(&mut conn, "q").await, ["m1"]);
     }
@@ -535,10 +540,10 @@ mod tests {
         publish_batch(&mut conn, &[batch[1].clone(), batch[3].clone()])
             .await
             .expect("earlier");
-        let results = publish_batch(&mut conn, &batch).await.expect("batch");
-        let outcomes: Vec<PublishOutcome> = results
+        let outcomes: Vec<PublishOutcome> = publish_all(&mut conn, &batch)
+            .await
             .into_iter()
-            .map(|r| r.expect("reply").outcome)
+            .map(|p| p.outcome)
             .collect();
         use PublishOutcome::{Duplicate, Pushed};
         assert_eq!(outcomes, [Pushed, Duplicate, Pushed, Duplicate, Pushed]);
@@ -559,10 +564,7 @@ mod tests {
             key_prefix: "app:".into(),
             ..push("app:s:1", id, "q", msg, 0)
         };
-        let results = publish_batch(&mut conn, &[prefixed("a", "m1"), prefixed("b", "m2")])
-            .await
-            .expect("batch");
-        let outcomes: Vec<Published> = results.into_iter().map(|r| r.expect("reply")).collect();
+        let outcomes = publish_all(&mut conn, &[prefixed("a", "m1"), prefixed("b", "m2")]).await;
         assert_eq!(outcomes, [duplicate(21), pushed(21)]);
         assert_eq!(lrange(&mut conn, "q").await, ["m2"]);
     }
