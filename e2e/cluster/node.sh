@@ -6,6 +6,7 @@
 #   node.sh up      start it (the control plane must be up; up.sh passes API_PORT)
 #   node.sh down    stop everything it started and undo what it changed on the machine
 #   node.sh check   list what of the node is left on the machine; fails if anything is
+#   node.sh make-room   take back what a killed run's node left (as `up` does first)
 #
 # Networking stays on this machine: pods live on the bridge celery-e2e0 (10.245.0.0/24),
 # Services in 10.0.0.0/24; nothing is masqueraded, and the harness's own iptables chains
@@ -350,10 +351,7 @@ EOF
 
 up() {
   [ -n "${API_PORT:-}" ] || die "node.sh up: API_PORT is not set (up.sh starts the node)"
-  # One real node per machine: its bridge, chains and cgroups have fixed names.
-  if ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ]; then
-    die "another real node runs on this machine (bridge $BRIDGE); bring its cluster down first"
-  fi
+  make_room || exit 1
   local start=$SECONDS t
   for c in containerd ctr runc socat iptables "$CNI_BIN/bridge"; do
     command -v "$c" >/dev/null || die "node: $c is missing (make deps)"
@@ -485,7 +483,7 @@ clean_iptables() {
 }
 
 down() {
-  local pid ns m d s
+  local pid m
   # Nothing of a node was ever started with this state (or it is gone already).
   [ -d "$NODE" ] || return 0
   stop_component kubelet
@@ -507,14 +505,27 @@ down() {
     kill -KILL $pid 2>/dev/null
     sleep 0.3
   done
-  remove_cgroups
-  for ns in $(our_netns); do ip netns delete "$ns" 2>/dev/null; done
+  release_machine
   # Mounts under the node's state (kubelet volumes, containerd's overlays), deepest first.
   for _ in 1 2 3; do
     m=$(awk -v p="$NODE/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r)
     [ -n "$m" ] || break
     for d in $m; do umount "$d" 2>/dev/null || umount -l "$d" 2>/dev/null; done
   done
+  if awk -v p="$NODE/" 'index($2, p) == 1' /proc/self/mounts | grep -q .; then
+    log "node: mounts are left under $NODE; not removing it"
+    return 1
+  fi
+  rm -rf --one-file-system "$NODE"
+}
+
+# What a node changed on the machine outside its state directory, undone once none of its
+# processes runs: pods' cgroups and network namespaces, the bridge, the chains, and (from
+# $RECORD, when there is one) kernel settings and host paths.
+release_machine() {
+  local ns d s v
+  remove_cgroups
+  for ns in $(our_netns); do ip netns delete "$ns" 2>/dev/null; done
   for d in $(ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
     ip link delete "$d" 2>/dev/null
   done
@@ -537,11 +548,59 @@ down() {
     done
     rm -f /var/lib/cni/results/celery-e2e-*
   fi
-  if awk -v p="$NODE/" 'index($2, p) == 1' /proc/self/mounts | grep -q .; then
-    log "node: mounts are left under $NODE; not removing it"
+  return 0
+}
+
+# Processes of a real node of any checkout on this machine: its runtime, shims and kubelet
+# (their command lines name its state directory) and whatever runs in the pods' cgroups.
+live_node_pids() {
+  local p c
+  for p in /proc/[0-9]*; do
+    c=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue
+    [[ $c =~ /cluster/node/(containerd\.toml|containerd\.sock|kubelet|kube-proxy\.yaml) ]] &&
+      echo "${p#/proc/}"
+  done
+  find /sys/fs/cgroup/*/"$CGROUP" -name cgroup.procs -exec cat {} + 2>/dev/null
+}
+
+# The state directories of nodes that still hold mounts, this checkout's or another's
+# (<checkout>/.e2e[/<run>]/cluster/node).
+mounted_nodes() {
+  awk '{print $2}' /proc/self/mounts | sed -En 's#^(/.*/\.e2e(/[^/]+)?/cluster/node)/.*#\1#p' | sort -u
+}
+
+# One real node per machine: its bridge, chains and cgroups have fixed names. A node that runs
+# (from this checkout or another) is left alone and `up` fails. A node whose processes are all
+# gone (its run was killed before its cleanup: a session that ended, kill -9) left the bridge,
+# chains, cgroups, pods' network namespaces and mounts behind: they are taken back.
+make_room() {
+  local pids d
+  ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ] ||
+    [ -n "$(mounted_nodes)" ] || return 0
+  pids=$(live_node_pids | sort -u | tr '\n' ' ')
+  if [ -n "$pids" ]; then
+    log "error: another real node runs on this machine (bridge $BRIDGE, processes $pids);" \
+      "bring its cluster down first (e2e/cluster/down.sh in its checkout)"
     return 1
   fi
-  rm -rf --one-file-system "$NODE"
+  log "a real node whose run was killed left its bridge, chains or cgroups behind; none of" \
+    "its processes runs: taking them back"
+  for d in $(mounted_nodes); do
+    # That node's own cleanup, with its state (and its record of the machine before it).
+    (
+      NODE=$d CLUSTER=${d%/node}
+      STATE=${CLUSTER%/cluster} SOCK=$d/containerd.sock
+      RECORD=$STATE/node-record
+      down
+    ) || log "the node at $d kept some mounts"
+  done
+  release_machine
+  if ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ] ||
+    [ -n "$(mounted_nodes)" ]; then
+    log "error: could not take back what the killed node left:"
+    check
+    return 1
+  fi
 }
 
 # --- check --------------------------------------------------------------------------------
@@ -603,13 +662,52 @@ selftest() {
   done
   check >/dev/null 2>&1 || die "node check failed once the planted leftovers were gone"
   log "node check selftest: planted leftovers found, none after removing them"
+  selftest_make_room
+}
+
+# What a run killed before its cleanup leaves (another checkout's node with a pod: its state
+# mounted, the pod's network namespace on the bridge, chains, cgroups) is taken back by `up`;
+# the same with a process still in the pods' cgroups is a node that runs: `up` refuses.
+selftest_make_room() {
+  local other pid rc
+  other=$(mktemp -d /tmp/celery-e2e-selftest.XXXXXX)
+  mkdir -p "$other/.e2e/test/cluster/node/kubelet/pods/p1" "$other/.e2e/test/node-record"
+  mount -t tmpfs tmpfs "$other/.e2e/test/cluster/node/kubelet/pods/p1" || die "selftest: cannot plant a mount"
+  ip link add "$BRIDGE" type bridge
+  ip netns add celery-e2e-selftest
+  ip link add celery-e2e-st0 type veth peer name eth0 netns celery-e2e-selftest
+  ip link set celery-e2e-st0 master "$BRIDGE"
+  ip netns exec celery-e2e-selftest ip addr add "${POD_CIDR%.*}.250/24" dev eth0
+  iptables -N CELERY-E2E-SELFTEST
+  iptables -I FORWARD 1 -j CELERY-E2E-SELFTEST
+  make_cgroups
+  make_room || die "make_room refused a node none of whose processes runs"
+  check >/dev/null 2>&1 || die "make_room left some of the killed node behind: $(check 2>&1)"
+  [ ! -e "$other/.e2e/test/cluster/node" ] || die "make_room left the killed node's state directory"
+  rm -rf "$other"
+
+  ip link add "$BRIDGE" type bridge
+  make_cgroups
+  sleep 60 &
+  pid=$!
+  echo "$pid" >"/sys/fs/cgroup/pids/$CGROUP/cgroup.procs"
+  make_room 2>/dev/null && rc=0 || rc=$?
+  kill "$pid"
+  wait "$pid" 2>/dev/null
+  [ "$rc" -ne 0 ] || die "make_room made room beside a node whose pod still runs"
+  ip link show "$BRIDGE" >/dev/null 2>&1 || die "make_room took the bridge of a node that runs"
+  ip link delete "$BRIDGE"
+  remove_cgroups
+  check >/dev/null 2>&1 || die "the make_room selftest left something behind: $(check 2>&1)"
+  log "make_room selftest: a killed node's leftovers taken back, a running node's kept"
 }
 
 case "${1:-}" in
   up) set -e; up ;;
   down) down ;;
   check) check ;;
+  make-room) make_room ;;
   selftest) selftest ;;
   hostpath-modes) hostpath_modes ;;
-  *) echo "usage: node.sh up|down|check|selftest" >&2; exit 2 ;;
+  *) echo "usage: node.sh up|down|check|make-room|selftest" >&2; exit 2 ;;
 esac
