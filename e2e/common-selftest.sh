@@ -12,7 +12,8 @@ read -r -a ports <<<"$(free_ports 64)"
 count=$(mktemp)
 trap 'rm -f "$count"' EXIT
 # A script that installs its cleanup with on_exit and is interrupted while it works.
-bash -c '. "$1"; on_exit "echo cleanup >>$2"; kill -INT $$; sleep 5' _ "$here/common.sh" "$count" || rc=$?
+# A run started in the background ignores SIGINT from birth; the Ctrl-C of a terminal does not.
+env --default-signal=INT bash -c '. "$1"; on_exit "echo cleanup >>$2"; kill -INT $$; sleep 5' _ "$here/common.sh" "$count" || rc=$?
 [ "${rc:-0}" -eq 130 ] || fail "an interrupted script exited ${rc:-0}, not 130"
 [ "$(grep -c cleanup "$count")" -eq 1 ] || fail "cleanup ran $(grep -c cleanup "$count") times on Ctrl-C"
 : >"$count"
