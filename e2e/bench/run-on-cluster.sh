@@ -17,6 +17,9 @@ export E2E_VENV
 cd "$repo"
 cargo build --release -p celery-operator
 # BENCH_OPERATOR_BIN runs something else as the operator (a profiler wrapping the release build).
+# A heap profile: build with the system allocator (heaptrack hooks malloc, which mimalloc
+# bypasses), wrap it in `heaptrack -o FILE`, and `kill -9` the operator itself (not the wrapper)
+# between two boundaries: heaptrack then records what was live at that moment as leaked.
 export E2E_OPERATOR_BIN=${BENCH_OPERATOR_BIN:-$repo/target/release/celery-operator}
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" apply --server-side -f crds/ >/dev/null
 "$E2E_KUBECTL" --kubeconfig "$E2E_KUBECONFIG" wait --for=condition=Established --timeout=60s -f crds/ >/dev/null

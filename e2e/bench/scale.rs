@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use celery_operator::api::PeriodicTask;
 use celery_operator::schedule::{Cron, parse_tz};
 use celery_operator_e2e::measure::{
-    api_requests, command_rates, command_stats, percentile, process_cpu, process_rss_kib, rates,
+    api_requests, command_rates, command_stats, percentile, process_anon_huge_kib, process_cpu,
+    process_rss_kib, rates,
 };
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
@@ -218,8 +219,11 @@ async fn main() {
     let (api0, cpu0, t0) = (api_requests(), process_cpu(operator.pid()), Instant::now());
     seen.lock().expect("seen").rewrite_gaps.clear();
     let mut staleness: Vec<Duration> = Vec::new();
+    // One reading at one moment says little (a batch may be packed then): one every 5 s.
+    let mut rss_samples: Vec<u64> = Vec::new();
     while Utc::now() < window_end {
         tokio::time::sleep(Duration::from_secs(5)).await;
+        rss_samples.push(process_rss_kib(operator.pid()).0);
         let now = Utc::now();
         let seen = seen.lock().expect("seen");
         for last in seen.last_schedule.values() {
@@ -232,6 +236,8 @@ async fn main() {
     let (api1, cpu1) = (api_requests(), process_cpu(operator.pid()));
     let redis1 = command_stats(&redis);
     let (rss, peak) = process_rss_kib(operator.pid());
+    let huge = process_anon_huge_kib(operator.pid());
+    rss_samples.sort();
     let popped = collector.await.expect("collector");
     watch.abort();
     staleness.sort();
@@ -289,12 +295,15 @@ async fn main() {
         secs(percentile(&gaps, 0.99)),
     );
     println!(
-        "operator over the {:.0} s window: CPU {:.1} % of a core, RSS {} MiB (peak {} MiB, {:.1} MiB per 1,000 tasks)",
+        "operator over the {:.0} s window: CPU {:.1} % of a core, RSS every 5 s p50 {} MiB, max {} MiB, at the end {} MiB ({} MiB of it transparent huge pages; peak since start {} MiB, {:.1} MiB per 1,000 tasks at p50)",
         elapsed,
         (cpu1 - cpu0) / elapsed * 100.0,
+        percentile(&rss_samples, 0.5) / 1024,
+        percentile(&rss_samples, 1.0) / 1024,
         rss / 1024,
+        huge / 1024,
         peak / 1024,
-        rss as f64 / 1024.0 / (tasks as f64 / 1000.0)
+        percentile(&rss_samples, 0.5) as f64 / 1024.0 / (tasks as f64 / 1000.0)
     );
     println!(
         "| Redis command (all clients; the collector's BLMPOP included) | calls per minute | Redis µs per minute |"
