@@ -569,14 +569,21 @@ mounted_nodes() {
   awk '{print $2}' /proc/self/mounts | sed -En 's#^(/.*/\.e2e(/[^/]+)?/cluster/node)/.*#\1#p' | sort -u
 }
 
+# Whether anything of a node is on the machine: bridge, cgroups, mounts, pods' namespaces or
+# the harness's chains (what `up` would otherwise trip over).
+node_traces() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ] ||
+    [ -n "$(mounted_nodes)" ] || [ -n "$(our_netns)" ] ||
+    iptables -S 2>/dev/null | grep -q -- '^-N CELERY-E2E-'
+}
+
 # One real node per machine: its bridge, chains and cgroups have fixed names. A node that runs
 # (from this checkout or another) is left alone and `up` fails. A node whose processes are all
 # gone (its run was killed before its cleanup: a session that ended, kill -9) left the bridge,
 # chains, cgroups, pods' network namespaces and mounts behind: they are taken back.
 make_room() {
   local pids d
-  ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ] ||
-    [ -n "$(mounted_nodes)" ] || return 0
+  node_traces || return 0
   pids=$(live_node_pids | sort -u | tr '\n' ' ')
   if [ -n "$pids" ]; then
     log "error: another real node runs on this machine (bridge $BRIDGE, processes $pids);" \
@@ -595,8 +602,7 @@ make_room() {
     ) || log "the node at $d kept some mounts"
   done
   release_machine
-  if ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "/sys/fs/cgroup/pids/$CGROUP" ] ||
-    [ -n "$(mounted_nodes)" ]; then
+  if node_traces; then
     log "error: could not take back what the killed node left:"
     check
     return 1
@@ -685,6 +691,10 @@ selftest_make_room() {
   check >/dev/null 2>&1 || die "make_room left some of the killed node behind: $(check 2>&1)"
   [ ! -e "$other/.e2e/test/cluster/node" ] || die "make_room left the killed node's state directory"
   rm -rf "$other"
+  # A chain alone (its bridge gone) would still stop `up` from adding its own.
+  iptables -N CELERY-E2E-FORWARD
+  make_room || die "make_room refused a chain left alone"
+  check >/dev/null 2>&1 || die "make_room left a lone chain behind: $(check 2>&1)"
 
   ip link add "$BRIDGE" type bridge
   make_cgroups
