@@ -71,30 +71,21 @@ pub fn process_cpu(pid: u32) -> f64 {
 /// A process's resident memory and its peak, in KiB, from /proc.
 pub fn process_rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (kib_field(&status, "VmRSS:"), kib_field(&status, "VmHWM:"))
 }
 
 /// How much of a process's resident memory is transparent huge pages, in KiB (an allocator
 /// that asks for them holds memory in 2 MiB units).
 pub fn process_anon_huge_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    kib_field(&rollup, "AnonHugePages:")
+}
+
+/// The value of a `Name:   123 kB` line of a /proc file; 0 when there is none.
+fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
         .find_map(|l| {
-            l.strip_prefix("AnonHugePages:")?
+            l.strip_prefix(name)?
                 .trim()
                 .strip_suffix("kB")?
                 .trim()
@@ -154,4 +145,17 @@ pub fn rates(
             (grown > 0.0).then(|| (k.clone(), grown / secs))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kib_field;
+
+    #[test]
+    fn a_kib_field_is_read_by_its_name_and_is_zero_when_missing() {
+        let rollup = "Rss:              131072 kB\nAnonHugePages:     59392 kB\nSwap:  0 kB\n";
+        assert_eq!(kib_field(rollup, "AnonHugePages:"), 59_392);
+        assert_eq!(kib_field(rollup, "Rss:"), 131_072);
+        assert_eq!(kib_field(rollup, "VmHWM:"), 0);
+    }
 }
