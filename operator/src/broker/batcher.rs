@@ -10,9 +10,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::time::Duration;
-
 use std::task::Poll;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -42,7 +41,6 @@ struct Batch {
     packer: Packer,
     /// Per call, the replies of its pushes in their order.
     replies: Vec<Vec<Reply>>,
-    pushes: usize,
 }
 
 impl Batch {
@@ -52,11 +50,11 @@ impl Batch {
             self.replies.resize_with(call + 1, Vec::new);
         }
         self.replies[call].push(reply);
-        self.pushes += 1;
     }
 
+    /// One count per call (a few dozen at most), not per push.
     fn len(&self) -> usize {
-        self.pushes
+        self.replies.iter().map(Vec::len).sum()
     }
 }
 
