@@ -66,10 +66,8 @@ type Sent = (Result<CallResult, BrokerError>, DateTime<Utc>);
 /// A batch this big makes its instant one that other bulk work (status writes) keeps clear
 /// of: on a small machine the API server's work for them would slow the pushes.
 const BIG_BATCH: usize = 500;
-/// How long before a big batch's instant other work holds off: long enough for the status
-/// writes already on their way, and the API server's and watchers' work on them, to be done
-/// when the pushes go (with 30 ms, one slot in about twenty was half again as late).
-const QUIET_AHEAD: Duration = Duration::from_millis(250);
+/// How long before a big batch's instant other work holds off.
+const QUIET_AHEAD: Duration = Duration::from_millis(30);
 
 /// Big batches due soon or going out now, for work that should hold off meanwhile.
 #[derive(Debug, Default)]
@@ -409,7 +407,7 @@ mod tests {
                 .next_big_ms
                 .store(at.timestamp_millis(), Ordering::Relaxed);
         };
-        due_in(400);
+        due_in(200);
         assert_eq!(window.hold(now), None, "not yet");
         due_in(20);
         assert_eq!(window.hold(now), Some(Duration::from_millis(20)));

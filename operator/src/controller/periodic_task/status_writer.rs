@@ -28,10 +28,9 @@ use crate::metrics::StateLabels;
 pub const STATUS_WRITES_PER_SECOND: f64 = 100.0;
 /// Status writes on their way at once (each waits for the API server's answer).
 const WRITES_IN_FLIGHT: usize = 32;
-/// Longest the writer keeps clear of a big push in one go (see `PushWindow`): the quiet
-/// quarter second before it and ten thousand pushes take well under this, and nothing can
-/// hold status back for longer.
-const MAX_HOLD: Duration = Duration::from_millis(600);
+/// Longest the writer keeps clear of a big push in one go (see `PushWindow`): ten thousand
+/// pushes take well under this, and nothing can hold status back for longer.
+const MAX_HOLD: Duration = Duration::from_millis(300);
 
 /// What the writer learns about a task.
 pub(crate) enum Observation {
