@@ -10,7 +10,10 @@
 //! - staleness of `status.lastScheduleTime`: sampled every 5 s, for each task how long its
 //!   status has shown an older slot than one that has come;
 //! - per window of BENCH_SLOTS slots once every task had its first status: API requests per
-//!   minute by verb and resource, the operator's CPU, RSS and peak RSS.
+//!   minute by verb and resource, the operator's CPU, RSS and peak RSS;
+//! - around each slot (1 s before to 1 s after): Redis's `EXEC` time and the CPU of every
+//!   command on the machine, so a slow slot shows whether Redis had more to do or the cores
+//!   were busy with something else.
 //!
 //! Run with `e2e/bench/run-on-cluster.sh scale`.
 //! Env: BENCH_TASKS (default 10000), BENCH_MINUTE (default `*`), BENCH_SLOTS (default 3),
@@ -24,8 +27,8 @@ use std::time::{Duration, Instant};
 use celery_operator::api::PeriodicTask;
 use celery_operator::schedule::{Cron, parse_tz};
 use celery_operator_e2e::measure::{
-    api_requests, command_rates, command_stats, percentile, process_anon_huge_kib, process_cpu,
-    process_rss_kib, rates,
+    api_requests, command_rates, command_stats, cpu_by_command, parse_command_stats, percentile,
+    process_anon_huge_kib, process_cpu, process_rss_kib, rates,
 };
 use celery_operator_e2e::operator::Operator;
 use celery_operator_e2e::redis::RedisServer;
@@ -107,6 +110,58 @@ async fn collect(url: String, stop: Instant) -> Vec<(String, DateTime<Utc>)> {
     got.into_iter()
         .flat_map(|(messages, at)| messages.into_iter().map(move |m| (task_id(&m), at)))
         .collect()
+}
+
+/// What ran around one slot, from 1 s before it to 1 s after.
+struct Around {
+    slot: DateTime<Utc>,
+    /// Redis time in `EXEC` (the pushes' transactions), µs.
+    exec_us: u64,
+    /// CPU seconds per command name (and the machine's steal time), most first.
+    cpu: Vec<(String, f64)>,
+}
+
+/// Reads, around each of `slots`, Redis's `EXEC` time and every process's CPU, to tell what
+/// makes a slow slot slow: more Redis work, or other processes on the cores.
+async fn watch_around(url: String, slots: Vec<DateTime<Utc>>) -> Vec<Around> {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("sampler connects");
+    let mut reading = async move || {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .expect("INFO");
+        let exec = parse_command_stats(&info).get("exec").map_or(0, |s| s.1);
+        let cpu = tokio::task::spawn_blocking(cpu_by_command)
+            .await
+            .expect("cpu reading");
+        (exec, cpu)
+    };
+    let until =
+        |at: DateTime<Utc>| tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default());
+    let mut rows = Vec::new();
+    for slot in slots {
+        until(slot - chrono::TimeDelta::seconds(1)).await;
+        let (exec0, cpu0) = reading().await;
+        until(slot + chrono::TimeDelta::seconds(1)).await;
+        let (exec1, cpu1) = reading().await;
+        let mut cpu: Vec<(String, f64)> = cpu1
+            .iter()
+            .filter_map(|(name, &now)| Some((name.clone(), now - cpu0.get(name)?)))
+            .filter(|(_, used)| *used > 0.0)
+            .collect();
+        cpu.sort_by(|a, b| b.1.total_cmp(&a.1));
+        rows.push(Around {
+            slot,
+            exec_us: exec1.saturating_sub(exec0),
+            cpu,
+        });
+    }
+    rows
 }
 
 fn task_id(message: &str) -> String {
@@ -215,6 +270,7 @@ async fn main() {
     let window_end = last + chrono::TimeDelta::seconds(50);
     let window = (window_end - Utc::now()).to_std().unwrap_or_default();
     let collector = tokio::spawn(collect(redis.url(0), Instant::now() + window));
+    let around = tokio::spawn(watch_around(redis.url(0), measured.clone()));
     let redis0 = command_stats(&redis);
     let (api0, cpu0, t0) = (api_requests(), process_cpu(operator.pid()), Instant::now());
     seen.lock().expect("seen").rewrite_gaps.clear();
@@ -239,6 +295,7 @@ async fn main() {
     let huge = process_anon_huge_kib(operator.pid());
     rss_samples.sort();
     let popped = collector.await.expect("collector");
+    let around = around.await.expect("readings around the slots");
     watch.abort();
     staleness.sort();
     let mut gaps = std::mem::take(&mut seen.lock().expect("seen").rewrite_gaps);
@@ -284,6 +341,24 @@ async fn main() {
             percentile(&late, 0.5),
             percentile(&late, 0.99),
             percentile(&late, 1.0)
+        );
+    }
+    println!(
+        "| slot | Redis EXEC ms (1 s around it) | CPU ms from 1 s before to 1 s after it, most first ((steal): the hypervisor's) |"
+    );
+    println!("|---|---|---|");
+    for a in &around {
+        let top: Vec<String> = a
+            .cpu
+            .iter()
+            .take(6)
+            .map(|(name, used)| format!("{name} {:.0}", used * 1000.0))
+            .collect();
+        println!(
+            "| {} | {:.1} | {} |",
+            a.slot.format("%H:%M:%S"),
+            a.exec_us as f64 / 1000.0,
+            top.join(", ")
         );
     }
     println!(

@@ -9,6 +9,11 @@ use crate::{kubectl, ok};
 /// `cmdstat_<name>` -> (calls, usec) from `INFO commandstats`.
 pub fn command_stats(redis: &RedisServer) -> BTreeMap<String, (u64, u64)> {
     let out = String::from_utf8_lossy(&redis.cli(&["INFO", "commandstats"]).stdout).to_string();
+    parse_command_stats(&out)
+}
+
+/// [`command_stats`] of the text of an `INFO commandstats` reply.
+pub fn parse_command_stats(out: &str) -> BTreeMap<String, (u64, u64)> {
     out.lines()
         .filter_map(|l| {
             let (name, fields) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
@@ -66,6 +71,38 @@ pub fn process_cpu(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds (user + system) used so far per command name, summed over every process in
+/// /proc, and the machine's `steal` time (CPU the hypervisor gave to others): what ran
+/// beside a moment being measured. Processes gone between two readings drop out of both.
+pub fn cpu_by_command() -> BTreeMap<String, f64> {
+    let mut by = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.trim().is_empty() {
+            *by.entry(comm.trim().to_string()).or_insert(0.0) += process_cpu(pid);
+        }
+    }
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    by.insert("(steal)".into(), steal_secs(&stat));
+    by
+}
+
+/// The machine's steal time in seconds from /proc/stat's `cpu` line (its 8th value, in
+/// ticks of 1/100 s).
+fn steal_secs(stat: &str) -> f64 {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .and_then(|values| values.split_whitespace().nth(7)?.parse::<f64>().ok())
+        .map_or(0.0, |ticks| ticks / 100.0)
 }
 
 /// A process's resident memory and its peak, in KiB, from /proc.
@@ -149,7 +186,15 @@ pub fn rates(
 
 #[cfg(test)]
 mod tests {
-    use super::kib_field;
+    use super::{kib_field, steal_secs};
+
+    #[test]
+    fn steal_is_the_eighth_value_of_the_cpu_line() {
+        let stat =
+            "cpu  2051834 121376 330294 2195044 9837 0 26061 2838 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(steal_secs(stat), 28.38);
+        assert_eq!(steal_secs("intr 1 2 3\n"), 0.0);
+    }
 
     #[test]
     fn a_kib_field_is_read_by_its_name_and_is_zero_when_missing() {
