@@ -15,8 +15,7 @@ use crate::celery::result::{ResultMeta, result_key};
 
 /// How often the follower wakes to read what is due.
 const TICK: Duration = Duration::from_millis(250);
-/// The first look, after the slot, and the gap between looks while nothing is written for
-/// the first [`LOOK_MAX`]; later looks back off up to [`LOOK_MAX`].
+/// The first look, after the slot; later looks back off up to [`LOOK_MAX`].
 const LOOK_FIRST: TimeDelta = TimeDelta::seconds(1);
 const LOOK_MAX: TimeDelta = TimeDelta::seconds(10);
 /// A run no worker wrote anything for this long after its slot is UNKNOWN: PENDING is
@@ -89,9 +88,6 @@ impl Followed {
                 self.gap = LOOK_FIRST;
                 Look::Changed(m)
             }
-            // Nothing written yet in the first seconds: the worker may just be starting, and
-            // a fast failure's RETRY lasts about a second, so keep looking every second.
-            None if self.seen.is_none() && age < LOOK_MAX => Look::Unchanged,
             _ => {
                 self.gap = (self.gap * 2).min(LOOK_MAX);
                 Look::Unchanged
@@ -264,8 +260,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_run_is_looked_at_every_second_at_first_then_less_and_less_and_unknown_after_the_wait()
-     {
+    fn a_waiting_run_is_looked_at_less_and_less_often_and_unknown_after_the_wait() {
         let mut f = Followed::new(run("a", at(0)), at(0));
         assert_eq!(f.next_look, at(1));
         let mut looks = Vec::new();
@@ -275,14 +270,7 @@ mod tests {
             looks.push((f.next_look - now).num_seconds());
             now = f.next_look;
         }
-        // A worker that starts late and fails fast retries after a second: backing off while
-        // nothing is written yet would skip that RETRY (an e2e run on a busy machine did).
-        assert_eq!(
-            &looks[..9],
-            [1; 9],
-            "every second for the first ten seconds"
-        );
-        assert_eq!(&looks[9..13], [2, 4, 8, 10]);
+        assert_eq!(&looks[..5], [2, 4, 8, 10, 10]);
         let late = at(0) + PENDING_UNKNOWN_AFTER;
         assert_eq!(f.observe(None, late), Look::Final(None));
     }
