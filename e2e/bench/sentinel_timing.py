@@ -116,9 +116,8 @@ def main():
             n.start(["--replicaof", "127.0.0.1", str(ports[0])])
         for i in range(3):
             port = free_port()
-            s = Node(root, f"sentinel-{i}", [])
+            s = Node(root, f"sentinel-{i}", ["sentinel.conf", "--sentinel"])
             sentinel_conf(os.path.join(s.dir, "sentinel.conf"), port, ports[0])
-            s.args = ["sentinel.conf", "--sentinel"]
             s.port = port
             s.start()
             sentinels.append(s)

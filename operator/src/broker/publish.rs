@@ -52,14 +52,12 @@ local now_runs = redis.call('HMGET', counts, unpack(uids))
 -- before the task's first push here).
 local firsts, missing, known_before, marked_before = {}, {}, {}, {}
 for i = 1, n do
-  if not now_runs[i] then
-    firsts[#firsts+1] = i
-    missing[#missing+1] = uids[i]
-  end
+  if not now_runs[i] then firsts[#firsts+1] = i end
 end
 if #firsts > 0 then
   local old_counts, old_marks = {}, {}
   for j, i in ipairs(firsts) do
+    missing[j] = uids[i]
     old_counts[j] = ARGV[na] .. uids[i]
     old_marks[j] = ARGV[na-1] .. ids[i]
   end
