@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use celery_operator::api::periodic_task::{PeriodicTask, PeriodicTaskStatus, TaskState};
+use celery_operator::api::periodic_task::{
+    PeriodicTask, PeriodicTaskRun, PeriodicTaskStatus, TaskState,
+};
 use celery_operator::controller::periodic_task::plan::run_now_task_id;
 use celery_operator_e2e::celery::{CeleryWorker, recorded};
 use celery_operator_e2e::operator::Operator;
@@ -14,10 +16,13 @@ use celery_operator_e2e::{
     TestNamespace, client, eventually, every_second_slot_ids, kubectl, kubectl_with_input, ok,
 };
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD: &str = "pt-s3cret-Zq9";
@@ -106,6 +111,41 @@ impl Harness {
 
     async fn status(&self, name: &str) -> PeriodicTaskStatus {
         self.get(name).await.status.unwrap_or_default()
+    }
+
+    /// Each `lastRun` the object's status shows from now on, in the order written; returns
+    /// once the watch is open, so nothing written after the call is missed.
+    async fn watch_last_runs(&self, name: &str) -> mpsc::UnboundedReceiver<PeriodicTaskRun> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (open_tx, open) = tokio::sync::oneshot::channel();
+        let events = watcher(
+            self.api.clone(),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+        );
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut open_tx = Some(open_tx);
+            let mut last = None;
+            while let Some(Ok(event)) = events.next().await {
+                let task = match event {
+                    watcher::Event::InitDone => {
+                        open_tx.take().map(|o| o.send(()));
+                        continue;
+                    }
+                    watcher::Event::Apply(task) | watcher::Event::InitApply(task) => task,
+                    _ => continue,
+                };
+                let run = task.status.and_then(|s| s.last_run);
+                if run.is_some() && run != last {
+                    last.clone_from(&run);
+                    if run.is_some_and(|r| tx.send(r).is_err()) {
+                        return;
+                    }
+                }
+            }
+        });
+        open.await.expect("the watch opens");
+        rx
     }
 
     async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
@@ -828,6 +868,10 @@ async fn how_each_run_ended_is_in_status_the_result_column_events_and_metrics() 
         assert_eq!(events[0].count.unwrap_or(1), 1, "recorded once");
     }
 
+    // Every status written from here on, as a `kubectl get -w` user sees it: the RETRY lasts
+    // about a second, which polling misses when the test is descheduled under load.
+    let mut flaky_runs = h.watch_last_runs("flaky").await;
+    let flaky_id = run_now_task_id(&h.get("flaky").await.uid().expect("uid"), "1").to_string();
     ok(kubectl(&[
         "annotate",
         "-n",
@@ -837,21 +881,30 @@ async fn how_each_run_ended_is_in_status_the_result_column_events_and_metrics() 
         "celeryoperator.io/run-now=1",
     ]));
     // RETRY is seen while the run waits for its next attempt, then its final state.
-    eventually(WAIT, "flaky in RETRY", || async {
-        let s = h.status("flaky").await;
-        s.last_run
-            .filter(|r| r.state == TaskState::Retry)
-            .and_then(|r| r.exception)
-            .filter(|e| e == "ConnectionError: smtp refused")
+    let mut states = Vec::new();
+    let run = tokio::time::timeout(WAIT, async {
+        while let Some(run) = flaky_runs.recv().await {
+            if run.task_id != flaky_id {
+                continue;
+            }
+            states.push((run.state, run.exception.clone()));
+            if run.state == TaskState::Success {
+                return Some(run);
+            }
+        }
+        None
     })
-    .await;
-    let run = eventually(WAIT, "flaky to succeed on its third attempt", || async {
-        h.status("flaky")
-            .await
-            .last_run
-            .filter(|r| r.state == TaskState::Success)
-    })
-    .await;
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("flaky never succeeded; its runs went {states:?}"));
+    assert!(
+        states.contains(&(
+            TaskState::Retry,
+            Some("ConnectionError: smtp refused".into())
+        )),
+        "RETRY with its exception before the success: {states:?}"
+    );
     assert_eq!(run.retries, Some(2), "{run:?}");
     assert_eq!(
         h.status("flaky")
