@@ -12,6 +12,7 @@ mod autoscaling;
 mod django_site;
 mod failover;
 mod redis;
+mod replication;
 mod support;
 mod workers;
 
@@ -124,6 +125,10 @@ fn main() -> ExitCode {
         trial(
             "real_node_in_cluster_django_site_serves_its_cached_ranking_and_mails_after_a_retry",
             django_site::django_site_serves_its_cached_ranking_refreshed_on_schedule_and_mails_after_a_retry,
+        ),
+        trial(
+            "real_node_in_cluster_replicated_broker_killing_the_primary_promotes_a_replica_and_the_old_one_returns_as_replica",
+            replication::killing_the_primary_promotes_a_replica_and_the_old_one_returns_as_replica,
         ),
         trial(
             "real_node_in_cluster_leader_pod_killed_standby_takes_over_every_slot_once",

@@ -89,6 +89,10 @@ const VOLUME_SIZE_AND_CLASS_FIXED: &str = concat!(
     .message("spec.persistence: a RedisCache cannot gain or lose its data volume after creation (the StatefulSet's volume claim template is immutable). spec.purpose picks the default (aof for a broker, none for a cache): set spec.persistence.mode to keep the current one, or create a new RedisCache"))]
 #[x_kube(validation = Rule::new(VOLUME_SIZE_AND_CLASS_FIXED)
     .message("spec.persistence.size and spec.persistence.storageClassName cannot change after creation (the StatefulSet's volume claim template is immutable); create a new RedisCache to move the data"))]
+#[x_kube(validation = Rule::new("has(self.replication) == has(oldSelf.replication)")
+    .message("spec.replication cannot be added or removed after creation (the pods would change roles under their clients); create a new RedisCache"))]
+#[x_kube(validation = Rule::new("!has(self.replication) || !has(self.config) || self.config.all(k, !(k.lowerAscii() in ['replicaof', 'slaveof', 'min-replicas-to-write', 'min-replicas-max-lag', 'replica-announce-ip']))")
+    .message("spec.config must not set replicaof, slaveof, min-replicas-to-write, min-replicas-max-lag or replica-announce-ip with spec.replication: the operator and Sentinel set them"))]
 pub struct RedisCacheSpec {
     /// Redis container image (default `redis:7.4`). The pod runs it as uid 999, the `redis`
     /// user of the official images.
@@ -133,6 +137,62 @@ pub struct RedisCacheSpec {
     /// Pod scheduling and metadata overrides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverrides>,
+    /// A primary with replicas and Sentinels that promote a replica when the primary is lost.
+    /// Unset: one Redis pod. Turning it on or off later changes the pods' roles and is not
+    /// supported yet: create a new RedisCache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+}
+
+/// Replication with Sentinel failover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicasToWrite <= self.replicas")
+    .message("spec.replication.minReplicasToWrite cannot exceed spec.replication.replicas: the primary would refuse every write"))]
+pub struct Replication {
+    /// Replicas besides the primary (default 2).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 8))]
+    pub replicas: i32,
+    /// Sentinels watching the primary (default 3): an odd number, so a majority agrees on
+    /// a failover.
+    #[serde(default = "default_sentinels")]
+    #[schemars(range(min = 3, max = 7))]
+    #[x_kube(validation = Rule::new("self % 2 == 1")
+        .message("spec.replication.sentinels must be odd (3, 5 or 7): a failover needs a majority of them"))]
+    pub sentinels: i32,
+    /// How long the primary may not answer before Sentinel takes it as down (default `2s`;
+    /// Redis' own default is 30s). A failover takes about this plus a second; shorter risks a
+    /// failover while the primary is only slow.
+    #[serde(default = "default_down_after")]
+    #[x_kube(validation = Rule::new(format!("self.matches('{DOWN_AFTER_PATTERN}')"))
+        .message("spec.replication.downAfter must be whole seconds from 1s to 60s, such as 2s"))]
+    pub down_after: String,
+    /// Replicas that must be connected, at most 10 s behind, for the primary to take writes
+    /// (default 1). So a primary cut off from every replica refuses writes rather than
+    /// taking ones a failover would drop; 0 chooses availability instead.
+    #[serde(default = "default_min_replicas_to_write")]
+    #[schemars(range(min = 0, max = 8))]
+    pub min_replicas_to_write: i32,
+}
+
+/// `downAfter`: whole seconds, 1 to 60.
+pub const DOWN_AFTER_PATTERN: &str = "^([1-9]|[1-5][0-9]|60)s$";
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_sentinels() -> i32 {
+    3
+}
+
+fn default_down_after() -> String {
+    "2s".into()
+}
+
+fn default_min_replicas_to_write() -> i32 {
+    1
 }
 
 /// The role of a RedisCache, which picks safe defaults.
@@ -234,6 +294,9 @@ pub struct RedisCacheStatus {
     /// Name of the Secret with `host`, `port`, `password` and `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_secret: Option<String>,
+    /// With replication: the pod the Sentinels name as the primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
     /// `Ready`, with a reason when not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -39,6 +39,13 @@ pub fn render_redis_conf(s: &Settings) -> String {
             "save \"\"".into(),
         ]),
     }
+    if let Some(r) = &s.replication {
+        // Whether a replica counts is the primary's own view: connected, acked within 10 s.
+        lines.extend([
+            format!("min-replicas-to-write {}", r.min_replicas_to_write),
+            "min-replicas-max-lag 10".into(),
+        ]);
+    }
     lines.extend(s.extra_config.iter().map(|(k, v)| format!("{k} {v}")));
     lines.push(String::new());
     lines.join("\n")
@@ -118,6 +125,30 @@ mod tests {
         assert!(conf.lines().any(|l| l == "maxmemory-policy allkeys-lru"));
         assert!(conf.lines().any(|l| l == "appendonly no"));
         assert!(conf.lines().any(|l| l == "save \"\""));
+    }
+
+    #[test]
+    fn a_replicated_primary_refuses_writes_without_a_replica_close_behind() {
+        let spec = RedisCacheSpec {
+            replication: Some(crate::api::redis_cache::Replication {
+                replicas: 2,
+                sentinels: 3,
+                down_after: "2s".into(),
+                min_replicas_to_write: 1,
+            }),
+            ..Default::default()
+        };
+        let conf = render_redis_conf(&resolve(&spec).expect("valid"));
+        assert!(
+            conf.lines().any(|l| l == "min-replicas-to-write 1"),
+            "{conf}"
+        );
+        assert!(
+            conf.lines().any(|l| l == "min-replicas-max-lag 10"),
+            "{conf}"
+        );
+        let single = render_redis_conf(&resolve(&RedisCacheSpec::default()).expect("valid"));
+        assert!(!single.contains("min-replicas"), "{single}");
     }
 
     #[test]

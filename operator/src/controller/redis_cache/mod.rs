@@ -1,10 +1,13 @@
 //! RedisCache controller: ConfigMap (redis.conf), password and connection Secrets, headless
-//! and client Services, StatefulSet and PodDisruptionBudget.
+//! and client Services, StatefulSet and PodDisruptionBudget; with replication also the
+//! Sentinels' StatefulSet and Services, and the primary's role label.
 
 pub mod config_map;
 mod directives;
 pub(crate) mod pdb;
+pub(crate) mod primary;
 pub mod secrets;
+pub(crate) mod sentinel_stateful_set;
 pub(crate) mod services;
 pub mod settings;
 pub mod stateful_set;
@@ -27,9 +30,12 @@ use super::apply::{apply_and_report, write_status};
 use super::labels::{OwnedBy, namespace, owned_objects};
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::redis_cache::{Purpose, RedisCache};
+use primary::PrimaryView;
 use settings::{AuthSettings, Settings};
 
 const APP: &str = "redis";
+/// The Sentinels' app label: their selector must never match the Redis pods'.
+const SENTINEL_APP: &str = "redis-sentinel";
 
 /// Watches RedisCaches and the objects they own (only those labelled as ours).
 pub async fn run(ctx: Arc<Context>) {
@@ -97,10 +103,18 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     let c = &ctx.client;
     let cm = config_map::build(&owner, &redis_conf);
     apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &cm).await?;
-    let conn = secrets::build_connection_secret(&owner, password.as_deref());
+    let replicated = settings.replication.is_some();
+    let sentinel_owner = OwnedBy::new(rc, SENTINEL_APP, "sentinel")?;
+    let sentinel = replicated.then_some(&sentinel_owner);
+    let conn = secrets::build_connection_secret(&owner, password.as_deref(), replicated);
     apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &conn).await?;
-    for svc in services::build(&owner) {
+    for svc in services::build(&owner, sentinel) {
         apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &svc).await?;
+    }
+    if let Some(sts) = sentinel_stateful_set::build(&owner, &sentinel_owner, &settings)
+        .map_err(Error::InvalidSpec)?
+    {
+        apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &sts).await?;
     }
     let sts = stateful_set::build(stateful_set::Inputs {
         owner: &owner,
@@ -108,14 +122,38 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
         config_checksum: config_map::checksum(&redis_conf),
         resources: rc.spec.resources.clone(),
         pod: rc.spec.pod.as_ref(),
-    });
+    })
+    .map_err(Error::InvalidSpec)?;
     let sts = apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &sts).await?;
     let budget = pdb::build(&owner, settings.purpose);
     apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
 
-    let status = status::observed(rc, ns, &sts, Timestamp::now());
+    let primary = match &settings.replication {
+        Some(r) => Some(follow_primary(ctx, &owner, password.as_deref(), 1 + r.replicas).await?),
+        None => None,
+    };
+    let status = status::observed(rc, ns, &sts, primary.as_ref(), Timestamp::now());
     write_status(c, rc, ns, rc.status.as_ref(), status).await?;
-    Ok(Action::await_change())
+    Ok(match primary {
+        // Sentinel fails over without telling the API server: look again.
+        Some(_) => Action::requeue(primary::LOOK_EVERY),
+        None => Action::await_change(),
+    })
+}
+
+/// What the Sentinels say of the primary; the role label follows it.
+async fn follow_primary(
+    ctx: &Context,
+    owner: &OwnedBy,
+    password: Option<&str>,
+    pods: i32,
+) -> Result<PrimaryView> {
+    let view = primary::ask(owner, password).await;
+    if let PrimaryView::Named(pod) = &view {
+        let api = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        primary::label(&api, &owner.name, pods, pod).await?;
+    }
+    Ok(view)
 }
 
 /// The password (None without auth). A generated one is created once and then only read,

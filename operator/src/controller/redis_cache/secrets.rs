@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::settings::REDIS_PORT;
+use super::services::sentinel_name;
+use super::settings::{REDIS_PORT, SENTINEL_PORT};
 use crate::controller::labels::OwnedBy;
 
 /// Key of the password in the generated password Secret and in the connection Secret.
@@ -17,6 +18,14 @@ pub const PORT_KEY: &str = "port";
 pub const URL_KEY: &str = "url";
 /// `redis://[:password@]host:port`, to which a user appends `/<db>`.
 pub const BASE_URL_KEY: &str = "baseUrl";
+
+/// With replication: `host:port` of the Sentinel Service.
+pub const SENTINELS_KEY: &str = "sentinels";
+/// With replication: the name the Sentinels know the primary by.
+pub const MASTER_NAME_KEY: &str = "masterName";
+/// With replication: kombu's `sentinel://default:<password>@host:port/0`, used with the
+/// transport option `master_name`.
+pub const SENTINEL_URL_KEY: &str = "sentinelUrl";
 
 pub fn password_secret_name(name: &str) -> String {
     format!("{name}-password")
@@ -76,7 +85,13 @@ pub fn base_url(host: &str, port: i32, password: Option<&str>) -> String {
     }
 }
 
-pub fn build_connection_secret(owner: &OwnedBy, password: Option<&str>) -> Secret {
+/// The connection Secret; `replicated` adds what clients need to follow the primary
+/// through the Sentinels.
+pub fn build_connection_secret(
+    owner: &OwnedBy,
+    password: Option<&str>,
+    replicated: bool,
+) -> Secret {
     let host = service_host(&owner.name, &owner.namespace);
     let base = base_url(&host, REDIS_PORT, password);
     let mut data = BTreeMap::from([
@@ -85,6 +100,19 @@ pub fn build_connection_secret(owner: &OwnedBy, password: Option<&str>) -> Secre
         (URL_KEY.to_string(), format!("{base}/0")),
         (BASE_URL_KEY.to_string(), base),
     ]);
+    if replicated {
+        let sentinels = service_host(&sentinel_name(&owner.name), &owner.namespace);
+        let url =
+            base_url(&sentinels, SENTINEL_PORT, password).replacen("redis://", "sentinel://", 1);
+        data.extend([
+            (
+                SENTINELS_KEY.to_string(),
+                format!("{sentinels}:{SENTINEL_PORT}"),
+            ),
+            (MASTER_NAME_KEY.to_string(), owner.name.clone()),
+            (SENTINEL_URL_KEY.to_string(), format!("{url}/0")),
+        ]);
+    }
     if let Some(p) = password {
         data.insert(PASSWORD_KEY.to_string(), p.to_string());
     }
@@ -130,7 +158,7 @@ mod tests {
 
     #[test]
     fn connection_secret_holds_host_port_password_and_urls() {
-        let s = build_connection_secret(&owner(), Some("p@ss word"));
+        let s = build_connection_secret(&owner(), Some("p@ss word"), false);
         assert_eq!(s.metadata.name.as_deref(), Some("cache-connection"));
         assert_eq!(
             secret_value(&s, HOST_KEY).as_deref(),
@@ -150,12 +178,36 @@ mod tests {
 
     #[test]
     fn without_auth_the_url_has_no_password() {
-        let s = build_connection_secret(&owner(), None);
+        let s = build_connection_secret(&owner(), None, false);
         assert_eq!(
             secret_value(&s, URL_KEY).as_deref(),
             Some("redis://cache.shop.svc:6379/0")
         );
         assert_eq!(secret_value(&s, PASSWORD_KEY), None);
+        assert_eq!(
+            secret_value(&s, SENTINEL_URL_KEY),
+            None,
+            "one pod, no Sentinel"
+        );
+    }
+
+    #[test]
+    fn a_replicated_cache_tells_clients_its_sentinels_in_kombus_form() {
+        let s = build_connection_secret(&owner(), Some("p@ss"), true);
+        assert_eq!(
+            secret_value(&s, SENTINELS_KEY).as_deref(),
+            Some("cache-sentinel.shop.svc:26379")
+        );
+        assert_eq!(secret_value(&s, MASTER_NAME_KEY).as_deref(), Some("cache"));
+        assert_eq!(
+            secret_value(&s, SENTINEL_URL_KEY).as_deref(),
+            Some("sentinel://default:p%40ss@cache-sentinel.shop.svc:26379/0")
+        );
+        assert_eq!(
+            secret_value(&s, URL_KEY).as_deref(),
+            Some("redis://default:p%40ss@cache.shop.svc:6379/0"),
+            "the client Service, which selects the primary"
+        );
     }
 
     #[test]

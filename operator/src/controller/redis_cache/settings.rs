@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::api::redis_cache::{
     DEFAULT_IMAGE, MaxMemoryPolicy, OWNED_DIRECTIVES, PersistenceMode, Purpose, RedisCacheSpec,
+    Replication,
 };
 use crate::api::shared::SecretKeyRef;
 
@@ -29,6 +30,25 @@ pub struct Settings {
     pub keep_volume_on_delete: bool,
     pub auth: AuthSettings,
     pub extra_config: BTreeMap<String, String>,
+    pub replication: Option<Replication>,
+}
+
+/// Sentinels listen here in their pods and behind the Sentinel Service.
+pub const SENTINEL_PORT: i32 = 26379;
+
+/// `replication.downAfter` in milliseconds (the CRD admits only `1s`..`60s`).
+pub fn down_after_ms(r: &Replication) -> Result<u64, String> {
+    r.down_after
+        .strip_suffix('s')
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| (1..=60).contains(n))
+        .map(|n| n * 1000)
+        .ok_or_else(|| {
+            format!(
+                "spec.replication.downAfter: {:?} is not whole seconds from 1s to 60s",
+                r.down_after
+            )
+        })
 }
 
 /// Where the password comes from.
@@ -80,6 +100,9 @@ pub fn resolve(spec: &RedisCacheSpec) -> Result<Settings, String> {
         // A value Redis refuses would make it exit at start (FATAL CONFIG FILE ERROR).
         super::directives::check(key, value).map_err(|e| format!("spec.config.{key}: {e}"))?;
     }
+    if let Some(r) = &spec.replication {
+        down_after_ms(r)?;
+    }
     let auth = match (&spec.auth.enabled, &spec.auth.existing_secret) {
         (false, _) => AuthSettings::Disabled,
         (true, None) => AuthSettings::Generated,
@@ -103,6 +126,7 @@ pub fn resolve(spec: &RedisCacheSpec) -> Result<Settings, String> {
         keep_volume_on_delete: persistence_spec.keep_on_delete,
         auth,
         extra_config: spec.config.clone(),
+        replication: spec.replication.clone(),
     })
 }
 

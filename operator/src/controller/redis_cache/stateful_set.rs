@@ -1,5 +1,6 @@
-//! The Redis StatefulSet: one non-root pod, config from the ConfigMap, password from a
-//! Secret, probes by `redis-cli ping`, and a checksum annotation so a config change rolls it.
+//! The Redis StatefulSet: one non-root pod (with replication: a primary and its replicas,
+//! spread over nodes), config from the ConfigMap, password from a Secret, probes by
+//! `redis-cli ping`, and a checksum annotation so a config change rolls it.
 
 use std::collections::BTreeMap;
 
@@ -7,18 +8,19 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ExecAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::config_map::{CONFIG_KEY, config_map_name};
 use super::secrets::{PASSWORD_KEY, password_secret_name};
-use super::services::headless_service_name;
-use super::settings::{AuthSettings, REDIS_PORT, Settings};
-use crate::api::redis_cache::PersistenceMode;
+use super::services::{headless_service_name, sentinel_headless_service_name, sentinel_name};
+use super::settings::{AuthSettings, REDIS_PORT, Settings, down_after_ms};
+use crate::api::redis_cache::{PersistenceMode, Replication};
 use crate::api::shared::PodOverrides;
 use crate::controller::labels::OwnedBy;
 
@@ -33,8 +35,45 @@ pub const START_SCRIPT: &str = r#"set -- redis-server /etc/redis/redis.conf
 if [ -n "${REDIS_PASSWORD:-}" ]; then set -- "$@" --requirepass "$REDIS_PASSWORD"; fi
 exec "$@""#;
 
+/// The start of a replicated pod: whoever the Sentinels name as primary is followed, so a
+/// returning old primary starts as a replica of the new one instead of taking writes. A pod
+/// the Sentinels still name while it starts is the primary that just went away: its
+/// replicas may hold writes it lost (AOF syncs every second), so it waits for a promotion
+/// (`downAfter` plus 10 s at most) and takes the role back only if none comes. Only when no
+/// Sentinel answers within 30 s (a new set whose Sentinels still start, or all of them lost)
+/// does pod 0 start as primary and the others follow it.
+pub const REPLICATED_START_SCRIPT: &str = r#"me="$(hostname).$HEADLESS_SERVICE.$POD_NAMESPACE.svc"
+set -- redis-server /etc/redis/redis.conf --replica-announce-ip "$me"
+if [ -n "${REDIS_PASSWORD:-}" ]; then set -- "$@" --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"; fi
+sentinel() {
+  for n in $(seq 0 $((SENTINELS - 1))); do
+    redis-cli -h "$SENTINEL_SET-$n.$SENTINEL_SERVICE.$POD_NAMESPACE.svc" -p 26379 --raw SENTINEL "$@" 2>/dev/null && return
+  done
+}
+ask() {
+  reply=$(sentinel get-master-addr-by-name "$MASTER_NAME" | head -n 1)
+  case "$reply" in ""|*[!a-zA-Z0-9.-]*) ;; *) echo "$reply" ;; esac
+}
+primary=$(ask)
+tries=0
+while [ -z "$primary" ] && [ "$tries" -lt 30 ]; do
+  sleep 1; tries=$((tries + 1)); primary=$(ask)
+done
+if [ "$primary" = "$me" ] && sentinel replicas "$MASTER_NAME" | grep -q '^name$'; then
+  waited=0
+  while [ "$primary" = "$me" ] && [ "$waited" -lt $((DOWN_AFTER_MS / 1000 + 10)) ]; do
+    sleep 1; waited=$((waited + 1)); primary=$(ask); [ -n "$primary" ] || primary="$me"
+  done
+fi
+[ -n "$primary" ] || primary="$STATEFULSET-0.$HEADLESS_SERVICE.$POD_NAMESPACE.svc"
+echo "primary: $primary"
+if [ "$primary" != "$me" ]; then set -- "$@" --replicaof "$primary" 6379; fi
+exec "$@""#;
+
 /// `redis-cli` reads the password from REDISCLI_AUTH, so it never shows in the probe.
-const PING_SCRIPT: &str = "redis-cli -p 6379 ping | grep -q PONG";
+fn ping_script(port: i32) -> String {
+    format!("redis-cli -p {port} ping | grep -q PONG")
+}
 
 pub struct Inputs<'a> {
     pub owner: &'a OwnedBy,
@@ -60,10 +99,53 @@ fn password_source(auth: &AuthSettings, name: &str) -> Option<EnvVarSource> {
     })
 }
 
-fn exec_probe(initial_delay: i32, period: i32) -> Probe {
+/// `REDIS_PASSWORD` for the server and `REDISCLI_AUTH` for redis-cli, from the Secret.
+pub(crate) fn password_env(auth: &AuthSettings, name: &str) -> Vec<EnvVar> {
+    let Some(source) = password_source(auth, name) else {
+        return Vec::new();
+    };
+    ["REDIS_PASSWORD", "REDISCLI_AUTH"]
+        .into_iter()
+        .map(|var| EnvVar {
+            name: var.into(),
+            value_from: Some(source.clone()),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// A container that may write only its volumes, with no privilege.
+pub(crate) fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Pods run as the image's `redis` user.
+pub(crate) fn redis_user() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(REDIS_UID),
+        run_as_group: Some(REDIS_UID),
+        fs_group: Some(REDIS_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn exec_probe(port: i32, initial_delay: i32, period: i32) -> Probe {
     Probe {
         exec: Some(ExecAction {
-            command: Some(vec!["sh".into(), "-c".into(), PING_SCRIPT.into()]),
+            command: Some(vec!["sh".into(), "-c".into(), ping_script(port)]),
         }),
         initial_delay_seconds: Some(initial_delay),
         period_seconds: Some(period),
@@ -73,22 +155,82 @@ fn exec_probe(initial_delay: i32, period: i32) -> Probe {
     }
 }
 
-pub fn build(i: Inputs<'_>) -> StatefulSet {
+/// An environment variable with a literal value.
+pub(crate) fn env_value(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+/// `POD_NAMESPACE`, from the downward API.
+pub(crate) fn pod_namespace_env() -> EnvVar {
+    EnvVar {
+        name: "POD_NAMESPACE".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.namespace".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What a replicated pod's start needs to find the Sentinels and the first primary.
+pub(crate) fn replication_env(owner: &OwnedBy, r: &Replication) -> Result<Vec<EnvVar>, String> {
+    Ok(vec![
+        pod_namespace_env(),
+        env_value("HEADLESS_SERVICE", headless_service_name(&owner.name)),
+        env_value("STATEFULSET", owner.name.clone()),
+        env_value("SENTINEL_SET", sentinel_name(&owner.name)),
+        env_value(
+            "SENTINEL_SERVICE",
+            sentinel_headless_service_name(&owner.name),
+        ),
+        env_value("SENTINELS", r.sentinels.to_string()),
+        env_value("MASTER_NAME", owner.name.clone()),
+        env_value("DOWN_AFTER_MS", down_after_ms(r)?.to_string()),
+    ])
+}
+
+/// Pods of one set on different nodes where the cluster has them (preferred, so one node
+/// still runs them all), unless `spec.pod.affinity` says otherwise.
+pub(crate) fn spread_over_nodes(selector: &BTreeMap<String, String>) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".into(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector.clone()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn build(i: Inputs<'_>) -> Result<StatefulSet, String> {
     let s = i.settings;
     let persistent = s.persistence != PersistenceMode::None;
-    let mut env = Vec::new();
-    if let Some(source) = password_source(&s.auth, &i.owner.name) {
-        env.push(EnvVar {
-            name: "REDIS_PASSWORD".into(),
-            value_from: Some(source.clone()),
-            ..Default::default()
-        });
-        env.push(EnvVar {
-            name: "REDISCLI_AUTH".into(),
-            value_from: Some(source),
-            ..Default::default()
-        });
-    }
+    let mut env = password_env(&s.auth, &i.owner.name);
+    let start = match &s.replication {
+        Some(r) => {
+            env.extend(replication_env(i.owner, r)?);
+            REPLICATED_START_SCRIPT
+        }
+        None => START_SCRIPT,
+    };
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -112,7 +254,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
     let container = Container {
         name: "redis".into(),
         image: Some(s.image.clone()),
-        command: Some(vec!["sh".into(), "-c".into(), START_SCRIPT.into()]),
+        command: Some(vec!["sh".into(), "-c".into(), start.into()]),
         ports: Some(vec![ContainerPort {
             name: Some("redis".into()),
             container_port: REDIS_PORT,
@@ -120,8 +262,8 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
             ..Default::default()
         }]),
         env: (!env.is_empty()).then_some(env),
-        readiness_probe: Some(exec_probe(2, 5)),
-        liveness_probe: Some(exec_probe(15, 10)),
+        readiness_probe: Some(exec_probe(REDIS_PORT, 2, 5)),
+        liveness_probe: Some(exec_probe(REDIS_PORT, 15, 10)),
         resources: i.resources,
         volume_mounts: Some(vec![
             VolumeMount {
@@ -136,15 +278,7 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
                 ..Default::default()
             },
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(locked_down()),
         ..Default::default()
     };
     let pod = i.pod.cloned().unwrap_or_default();
@@ -175,10 +309,16 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
     } else {
         "Delete"
     };
-    StatefulSet {
+    let mut scheduling = pod.scheduling();
+    if s.replication.is_some() && scheduling.affinity.is_none() {
+        scheduling.affinity = Some(spread_over_nodes(&i.owner.selector));
+    }
+    Ok(StatefulSet {
         metadata: i.owner.meta(i.owner.name.clone()),
         spec: Some(StatefulSetSpec {
-            replicas: Some(1),
+            replicas: Some(1 + s.replication.as_ref().map_or(0, |r| r.replicas)),
+            // Replicas wait for the Sentinels, not for each other.
+            pod_management_policy: s.replication.as_ref().map(|_| "Parallel".into()),
             service_name: Some(headless_service_name(&i.owner.name)),
             selector: LabelSelector {
                 match_labels: Some(i.owner.selector.clone()),
@@ -200,25 +340,15 @@ pub fn build(i: Inputs<'_>) -> StatefulSet {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(REDIS_UID),
-                        run_as_group: Some(REDIS_UID),
-                        fs_group: Some(REDIS_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(redis_user()),
                     automount_service_account_token: Some(false),
-                    ..pod.scheduling()
+                    ..scheduling
                 }),
             },
             ..Default::default()
         }),
         ..Default::default()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -242,6 +372,7 @@ mod tests {
             resources: None,
             pod: spec.pod.as_ref(),
         })
+        .expect("valid")
     }
 
     #[test]
@@ -301,7 +432,7 @@ mod tests {
             .and_then(|e| e.command.clone());
         assert_eq!(
             probe,
-            Some(vec!["sh".into(), "-c".into(), PING_SCRIPT.into()])
+            Some(vec!["sh".into(), "-c".into(), ping_script(6379)])
         );
         assert!(
             pod.volumes
@@ -309,6 +440,64 @@ mod tests {
                 .iter()
                 .all(|v| v.name != "data"),
             "data is a claim, not emptyDir"
+        );
+    }
+
+    #[test]
+    fn a_replicated_set_starts_its_pods_at_once_spread_out_asking_the_sentinels() {
+        let sts = build_for(&RedisCacheSpec {
+            purpose: Purpose::Broker,
+            replication: Some(crate::api::redis_cache::Replication {
+                replicas: 2,
+                sentinels: 3,
+                down_after: "2s".into(),
+                min_replicas_to_write: 1,
+            }),
+            ..Default::default()
+        });
+        let spec = sts.spec.expect("spec");
+        assert_eq!(spec.replicas, Some(3), "the primary and two replicas");
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        let pod = spec.template.spec.expect("pod");
+        let anti = pod
+            .affinity
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+            .expect("preferred anti-affinity");
+        assert_eq!(
+            anti[0].pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.command.as_ref().map(|c| c[2].as_str()),
+            Some(REPLICATED_START_SCRIPT)
+        );
+        let env: BTreeMap<_, _> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(env.get("SENTINEL_SET"), Some(&Some("broker-sentinel")));
+        assert_eq!(env.get("SENTINELS"), Some(&Some("3")));
+        assert_eq!(env.get("HEADLESS_SERVICE"), Some(&Some("broker-headless")));
+        assert_eq!(
+            env.get("POD_NAMESPACE"),
+            Some(&None),
+            "from the downward API"
+        );
+
+        let single = build_for(&RedisCacheSpec::default()).spec.expect("spec");
+        assert_eq!(single.replicas, Some(1));
+        assert_eq!(
+            single.pod_management_policy, None,
+            "unchanged for existing caches"
+        );
+        assert_eq!(
+            single.template.spec.expect("pod").affinity,
+            None,
+            "one pod: nothing to spread"
         );
     }
 

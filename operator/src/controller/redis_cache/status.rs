@@ -3,6 +3,7 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::jiff::Timestamp;
 
+use super::primary::PrimaryView;
 use super::secrets::{connection_secret_name, service_host};
 use super::settings::REDIS_PORT;
 use crate::api::redis_cache::{RedisCache, RedisCacheStatus};
@@ -10,11 +11,15 @@ use crate::controller::conditions::{Conditioned, Observed, merge, rolled_out};
 
 pub(crate) const READY: &str = "Ready";
 
-/// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet.
+pub(crate) const PRIMARY: &str = "Primary";
+
+/// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet,
+/// `primary` what the Sentinels said (None without replication).
 pub(crate) fn observed(
     rc: &RedisCache,
     namespace: &str,
     sts: &StatefulSet,
+    primary: Option<&PrimaryView>,
     now: Timestamp,
 ) -> RedisCacheStatus {
     let name = rc.metadata.name.clone().unwrap_or_default();
@@ -24,13 +29,33 @@ pub(crate) fn observed(
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let status = sts.status.as_ref();
+    let pods = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let rolled_out = rolled_out(
         sts.metadata.generation,
         status.and_then(|s| s.observed_generation),
         status.and_then(|s| s.updated_replicas),
-        1,
+        pods,
     );
+    let mut conditions = Vec::new();
+    if let Some(view) = primary {
+        conditions.push(match view {
+            PrimaryView::Named(pod) => Observed::new(
+                PRIMARY,
+                true,
+                "Elected",
+                format!("the Sentinels name {pod} as primary"),
+            ),
+            PrimaryView::Unknown(why) => Observed::new(PRIMARY, false, "NoPrimary", why.clone()),
+        });
+    }
+    let no_primary = matches!(primary, Some(PrimaryView::Unknown(_)));
     let condition = match (ready >= 1, rolled_out) {
+        (true, _) if no_primary => Observed::new(
+            READY,
+            false,
+            "NoPrimary",
+            "no primary takes writes: see the Primary condition",
+        ),
         (true, true) => Observed::new(READY, true, "RedisReady", "Redis answers PING"),
         (true, false) => Observed::new(
             READY,
@@ -42,20 +67,20 @@ pub(crate) fn observed(
             READY,
             false,
             "PodNotReady",
-            format!("{ready}/1 Redis pods ready"),
+            format!("{ready}/{pods} Redis pods ready"),
         ),
     };
+    conditions.insert(0, condition);
     RedisCacheStatus {
         observed_generation: rc.metadata.generation,
         ready_replicas: Some(ready),
         endpoint: Some(format!("{}:{REDIS_PORT}", service_host(&name, namespace))),
         connection_secret: Some(connection_secret_name(&name)),
-        conditions: merge(
-            rc.conditions(),
-            vec![condition],
-            rc.metadata.generation,
-            now,
-        ),
+        primary: match primary {
+            Some(PrimaryView::Named(pod)) => Some(pod.clone()),
+            _ => None,
+        },
+        conditions: merge(rc.conditions(), conditions, rc.metadata.generation, now),
     }
 }
 
@@ -111,7 +136,7 @@ mod tests {
 
     #[test]
     fn ready_when_the_pod_is_ready() {
-        let s = observed(&rc(), "shop", &sts(1), Timestamp::UNIX_EPOCH);
+        let s = observed(&rc(), "shop", &sts(1), None, Timestamp::UNIX_EPOCH);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.ready_replicas, Some(1));
         assert_eq!(s.endpoint.as_deref(), Some("cache.shop.svc:6379"));
@@ -122,8 +147,42 @@ mod tests {
 
     #[test]
     fn not_ready_names_the_count() {
-        let s = observed(&rc(), "shop", &sts(0), Timestamp::UNIX_EPOCH);
+        let s = observed(&rc(), "shop", &sts(0), None, Timestamp::UNIX_EPOCH);
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].message, "0/1 Redis pods ready");
+    }
+
+    #[test]
+    fn a_replicated_cache_is_ready_only_with_a_primary_and_names_it() {
+        let named = PrimaryView::Named("cache-1".into());
+        let s = observed(&rc(), "shop", &sts(1), Some(&named), Timestamp::UNIX_EPOCH);
+        assert_eq!(s.primary.as_deref(), Some("cache-1"));
+        assert_eq!(s.conditions[0].status, "True", "{:?}", s.conditions);
+        let primary = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == PRIMARY)
+            .expect("Primary");
+        assert_eq!(
+            (primary.status.as_str(), primary.reason.as_str()),
+            ("True", "Elected")
+        );
+
+        let lost = PrimaryView::Unknown("the Sentinels know no primary yet".into());
+        let s = observed(&rc(), "shop", &sts(1), Some(&lost), Timestamp::UNIX_EPOCH);
+        assert_eq!(s.primary, None);
+        assert_eq!(
+            (
+                s.conditions[0].status.as_str(),
+                s.conditions[0].reason.as_str()
+            ),
+            ("False", "NoPrimary")
+        );
+        let primary = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == PRIMARY)
+            .expect("Primary");
+        assert_eq!(primary.message, "the Sentinels know no primary yet");
     }
 }
