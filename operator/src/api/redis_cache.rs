@@ -176,6 +176,17 @@ pub struct Replication {
     pub min_replicas_to_write: i32,
 }
 
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            sentinels: default_sentinels(),
+            down_after: default_down_after(),
+            min_replicas_to_write: default_min_replicas_to_write(),
+        }
+    }
+}
+
 /// `downAfter`: whole seconds, 1 to 60.
 pub const DOWN_AFTER_PATTERN: &str = "^([1-9]|[1-5][0-9]|60)s$";
 

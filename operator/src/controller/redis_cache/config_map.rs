@@ -130,12 +130,7 @@ mod tests {
     #[test]
     fn a_replicated_primary_refuses_writes_without_a_replica_close_behind() {
         let spec = RedisCacheSpec {
-            replication: Some(crate::api::redis_cache::Replication {
-                replicas: 2,
-                sentinels: 3,
-                down_after: "2s".into(),
-                min_replicas_to_write: 1,
-            }),
+            replication: Some(crate::api::redis_cache::Replication::default()),
             ..Default::default()
         };
         let conf = render_redis_conf(&resolve(&spec).expect("valid"));

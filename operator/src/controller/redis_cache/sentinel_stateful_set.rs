@@ -145,10 +145,9 @@ mod tests {
     fn replicated(sentinels: i32, down_after: &str) -> Settings {
         resolve(&RedisCacheSpec {
             replication: Some(Replication {
-                replicas: 2,
                 sentinels,
                 down_after: down_after.into(),
-                min_replicas_to_write: 1,
+                ..Default::default()
             }),
             ..Default::default()
         })

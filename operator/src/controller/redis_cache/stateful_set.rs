@@ -447,12 +447,7 @@ mod tests {
     fn a_replicated_set_starts_its_pods_at_once_spread_out_asking_the_sentinels() {
         let sts = build_for(&RedisCacheSpec {
             purpose: Purpose::Broker,
-            replication: Some(crate::api::redis_cache::Replication {
-                replicas: 2,
-                sentinels: 3,
-                down_after: "2s".into(),
-                min_replicas_to_write: 1,
-            }),
+            replication: Some(crate::api::redis_cache::Replication::default()),
             ..Default::default()
         });
         let spec = sts.spec.expect("spec");
