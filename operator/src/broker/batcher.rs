@@ -6,6 +6,7 @@
 //! packed into its call when it arrives (its lead before the slot), so at the slot only
 //! writing to the socket is left; the answers go back once every push of the instant is in,
 //! so the main runtime's work on them does not compete with the pushes still going out.
+//! A batch counts as done only once every replica of its broker has it (`WAIT`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::publish::{CallResult, Packer, send_call};
+use super::publish::{CallResult, Packer, confirm, send_call};
 use super::{BrokerError, BrokerUrl, Connections, Published, Push, UrlUsers};
 use crate::timer_queue::{TimerQueue, instant_of, sleep_until};
 
@@ -287,7 +288,18 @@ async fn send(
                 sent.push(done);
             }
             sent.sort_by_key(|(i, _)| *i);
-            sent.into_iter().map(|(_, s)| s).collect()
+            let mut sent: Vec<Sent> = sent.into_iter().map(|(_, s)| s).collect();
+            // Done only once every replica has it: after the last call, one WAIT covers all.
+            if sent.iter().any(|(r, _)| matches!(r, Ok(Ok(_))))
+                && let Err(e) = confirm(&mut conn.clone()).await
+            {
+                for (result, _) in &mut sent {
+                    if let Ok(Ok(_)) = result {
+                        *result = Ok(Err(e.clone()));
+                    }
+                }
+            }
+            sent
         }
         Err(e) => calls.iter().map(|_| (Err(e.clone()), Utc::now())).collect(),
     };
@@ -394,6 +406,64 @@ mod tests {
         acks.sort();
         assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 2, 3]);
         assert!(acks.iter().all(|a| a.1 == acks[0].1), "{acks:?}");
+    }
+
+    async fn queued(server: &Server) -> i64 {
+        let mut conn = server.conn.clone();
+        redis::cmd("LLEN")
+            .arg("celery")
+            .query_async(&mut conn)
+            .await
+            .expect("llen")
+    }
+
+    #[tokio::test]
+    async fn a_push_counts_as_done_only_once_every_replica_has_it() {
+        let primary = Server::start().await;
+        let replica = Server::replica_of(&primary).await;
+        let pusher = PushThread::start();
+        pusher
+            .push(&primary.url, Utc::now(), push("r:1"))
+            .await
+            .expect("confirmed");
+        assert_eq!(queued(&replica).await, 1, "on the replica when answered");
+
+        // A replica that hangs: the push is on the primary, but a failover now could lose
+        // it, so it is not reported done.
+        replica.freeze(true);
+        let err = pusher
+            .push(&primary.url, Utc::now(), push("r:2"))
+            .await
+            .expect_err("not confirmed");
+        replica.freeze(false);
+        assert!(
+            matches!(
+                err,
+                BrokerError::Unconfirmed {
+                    acked: 0,
+                    replicas: 1
+                }
+            ),
+            "{err:?}"
+        );
+        // Retried (as the engine does), it is a duplicate: its mark replicated with it.
+        let (again, _) = pusher
+            .push(&primary.url, Utc::now(), push("r:2"))
+            .await
+            .expect("confirmed");
+        assert_eq!(again.outcome, crate::broker::PublishOutcome::Duplicate);
+        assert_eq!(queued(&replica).await, 2);
+    }
+
+    #[tokio::test]
+    async fn without_replicas_a_push_is_confirmed_at_once() {
+        let server = Server::start().await;
+        let pusher = PushThread::start();
+        let (published, _) = pusher
+            .push(&server.url, Utc::now(), push("s:1"))
+            .await
+            .expect("pushed");
+        assert_eq!(published.outcome, crate::broker::PublishOutcome::Pushed);
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum BrokerError {
     Command(String),
     #[error("broker did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// Written to the primary, but not every replica confirmed it in time: a failover could
+    /// lose it, so it is not counted as done (and pushed again, which its mark makes safe).
+    #[error("only {acked} of the broker's {replicas} replicas confirmed the push in time")]
+    Unconfirmed { acked: usize, replicas: usize },
 }
 
 impl BrokerError {
@@ -36,6 +40,7 @@ impl BrokerError {
             BrokerError::Connect(_) => "connect",
             BrokerError::Command(_) => "command",
             BrokerError::Timeout(_) => "timeout",
+            BrokerError::Unconfirmed { .. } => "unconfirmed",
         }
     }
 

@@ -299,6 +299,45 @@ pub(crate) async fn send_call<C: ConnectionLike>(
         .and_then(|exec| outcomes(exec, n)))
 }
 
+/// Longest a batch waits for its replicas to confirm it (below the connection's response
+/// timeout): past it the pushes are reported unconfirmed and pushed again later.
+const CONFIRM_TIMEOUT_MS: u64 = 1000;
+
+/// Replicas in sync with the primary (`state=online` in `INFO replication`): those a
+/// failover may promote, and so those a push must reach.
+fn online_replicas(info: &str) -> usize {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+        .count()
+}
+
+/// Waits until every replica in sync has what this connection wrote (`WAIT`), so a failover
+/// right after a push cannot lose it while the push counts as done. A broker without
+/// replicas answers at once. `WAIT` cannot go in the transaction or the script (it never
+/// blocks in `MULTI` and is refused in scripts), so this is one more round trip per batch.
+pub(crate) async fn confirm<C: ConnectionLike>(conn: &mut C) -> Result<(), BrokerError> {
+    let failed = |e: redis::RedisError| BrokerError::Command(BrokerError::describe(&e));
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(conn)
+        .await
+        .map_err(failed)?;
+    let replicas = online_replicas(&info);
+    if replicas == 0 {
+        return Ok(());
+    }
+    let acked: usize = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(CONFIRM_TIMEOUT_MS)
+        .query_async(conn)
+        .await
+        .map_err(failed)?;
+    if acked < replicas {
+        return Err(BrokerError::Unconfirmed { acked, replicas });
+    }
+    Ok(())
+}
+
 /// Each push's outcome from `EXEC`'s reply: the `LPUSH`'s, then the script's `status, runs`
 /// per push.
 fn outcomes(exec: redis::Value, n: usize) -> CallResult {
@@ -334,6 +373,20 @@ fn window_of(at: chrono::DateTime<Utc>) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_replicas_in_sync_must_confirm() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:3\r\n\
+            slave0:ip=a,port=6379,state=online,offset=10,lag=0\r\n\
+            slave1:ip=b,port=6379,state=wait_bgsave,offset=0,lag=0\r\n\
+            slave2:ip=c,port=6379,state=online,offset=10,lag=1\r\n\
+            master_failover_state:no-failover\r\n";
+        assert_eq!(online_replicas(info), 2);
+        assert_eq!(
+            online_replicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"),
+            0
+        );
+    }
+
     use super::*;
     use crate::broker::BrokerUrl;
     use crate::broker::test_server::Server;

@@ -16,12 +16,45 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A replica of `primary`, once its copy is in sync.
+    pub(crate) async fn replica_of(primary: &Server) -> Self {
+        let port = primary.port.to_string();
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]).await;
+        let mut conn = primary.conn.clone();
+        for _ in 0..250 {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut conn)
+                .await
+                .expect("INFO");
+            if info.contains("state=online") {
+                return replica;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the replica did not come online");
+    }
+
+    /// SIGSTOP (`stop: true`) or SIGCONT: a server that hangs, then goes on.
+    pub(crate) fn freeze(&self, stop: bool) {
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn start_with(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         // Killed on every path, a failed start included.
-        let mut child = Reaped(Some(spawn(port).await));
+        let mut child = Reaped(Some(spawn(port, args).await));
         let url = BrokerUrl::new(format!("redis://127.0.0.1:{port}/0"));
         let conn = Connections::new().get(&url).await.expect("connect");
         let child = child.0.take().expect("child");
@@ -42,7 +75,7 @@ impl Server {
     /// Starts it again on the same port, empty, and waits until it listens.
     pub(crate) async fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port).await;
+        self.child = spawn(self.port, &[]).await;
     }
 
     /// Connections open on the server (`CLIENT LIST`), the test's own included.
@@ -70,8 +103,8 @@ impl Server {
     }
 }
 
-/// A redis-server on `port`, once it listens.
-async fn spawn(port: u16) -> Child {
+/// A redis-server on `port` with more `args`, once it listens.
+async fn spawn(port: u16, args: &[&str]) -> Child {
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -81,6 +114,7 @@ async fn spawn(port: u16) -> Child {
             "--bind",
             "127.0.0.1",
         ])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
