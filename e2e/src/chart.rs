@@ -69,6 +69,32 @@ impl Release {
             "--timeout",
             "180s",
         ]));
+        // Ready pods are not yet a routed Service: until kube-proxy has the webhook's
+        // endpoints, every apply is refused (failurePolicy Fail, "connection refused").
+        let probe = "apiVersion: celeryoperator.io/v1alpha1\nkind: RedisCache\nmetadata: {name: webhook-probe}\nspec: {}\n";
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = crate::kubectl_with_input(
+                &[
+                    "create",
+                    "--dry-run=server",
+                    "-n",
+                    &self.namespace,
+                    "-f",
+                    "-",
+                ],
+                Some(probe),
+            );
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the admission webhook never answered: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
         Installed(self)
     }
 

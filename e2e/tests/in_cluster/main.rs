@@ -131,6 +131,10 @@ fn main() -> ExitCode {
             replication::killing_the_primary_promotes_a_replica_and_the_old_one_returns_as_replica,
         ),
         trial(
+            "real_node_in_cluster_replicated_broker_five_primary_kills_under_every_second_tasks_lose_and_double_no_push",
+            replication::five_primary_kills_under_every_second_tasks_lose_and_double_no_push,
+        ),
+        trial(
             "real_node_in_cluster_leader_pod_killed_standby_takes_over_every_slot_once",
             failover::leader_pod_killed_standby_takes_over_every_slot_once,
         ),

@@ -1,12 +1,18 @@
 //! A replicated broker on real pods: a primary, two replicas and three Sentinels. The client
 //! Service follows the primary; killing the primary's pod promotes a replica within seconds,
-//! a write a replica confirmed survives, and the old primary comes back as a replica.
+//! a write every replica confirmed survives, and the old primary comes back as a replica.
+//! Killed five times under PeriodicTasks pushing every second, no push is lost or doubled.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use celery_operator_e2e::{eventually, jsonpath, kubectl, ok};
+use celery_operator::api::periodic_task::PeriodicTask;
+use celery_operator_e2e::{eventually, every_second_slot_ids, jsonpath, kubectl, ok};
+use chrono::DateTime;
+use kube::Api;
+use serde_json::Value;
 
-use super::support::{WAIT, apply, redis_cache, setup, wait_ready};
+use super::support::{WAIT, apply, redis_cache, setup, wait_ready, worker_pool};
 
 const CACHE: &str = "ha";
 
@@ -18,14 +24,39 @@ fn sh(ns: &str, pod: &str, script: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The primary's address as the first Sentinel tells it (its REDISCLI_AUTH is the password).
-fn sentinel_primary(ns: &str) -> Option<String> {
+/// The primary's address as the first Sentinel of `cache` tells it (its REDISCLI_AUTH is the
+/// password).
+fn sentinel_primary(ns: &str, cache: &str) -> Option<String> {
     sh(
         ns,
-        "ha-sentinel-0",
-        "redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name ha | head -n 1",
+        &format!("{cache}-sentinel-0"),
+        &format!("redis-cli -p 26379 --raw SENTINEL get-master-addr-by-name {cache} | head -n 1"),
     )
     .filter(|a| !a.is_empty())
+}
+
+/// Waits until each Sentinel of `cache` knows both replicas in sync and the two other
+/// Sentinels (learnt from the primary's INFO and its hello channel, within seconds).
+async fn settled(ns: &str, cache: &str) {
+    for n in 0..3 {
+        let pod = format!("{cache}-sentinel-{n}");
+        eventually(WAIT, "the Sentinels to know the whole set", || async {
+            let ask = |what: &str| {
+                sh(
+                    ns,
+                    &pod,
+                    &format!("redis-cli -p 26379 --raw SENTINEL {what} {cache}"),
+                )
+            };
+            let replicas = ask("REPLICAS")?;
+            let peers = ask("SENTINELS")?;
+            let linked = replicas.matches("master-link-status\nok").count();
+            let down = replicas.matches("s_down").count();
+            let known = peers.lines().filter(|l| *l == "runid").count();
+            (linked == 2 && down == 0 && known == 2).then_some(())
+        })
+        .await;
+    }
 }
 
 fn role(ns: &str, pod: &str) -> Option<String> {
@@ -68,19 +99,7 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
         (labelled_primary(ns) == "ha-0").then_some(())
     })
     .await;
-    // Settled: each Sentinel knows both replicas and the two other Sentinels (it learns
-    // them from the primary's INFO and its hello channel, within seconds of the start).
-    for n in 0..3 {
-        let pod = format!("ha-sentinel-{n}");
-        eventually(WAIT, "the Sentinels to know the whole set", || async {
-            let replicas = sh(ns, &pod, "redis-cli -p 26379 --raw SENTINEL REPLICAS ha")?;
-            let peers = sh(ns, &pod, "redis-cli -p 26379 --raw SENTINEL SENTINELS ha")?;
-            let linked = replicas.matches("master-link-status\nok").count();
-            let known = peers.lines().filter(|l| *l == "runid").count();
-            (linked == 2 && known == 2).then_some(())
-        })
-        .await;
-    }
+    settled(ns, CACHE).await;
     let secret = |key: &str| jsonpath(ns, "secret/ha-connection", &format!("{{.data.{key}}}"));
     assert!(!secret("sentinelUrl").is_empty() && !secret("masterName").is_empty());
 
@@ -106,7 +125,7 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
         "--force",
     ]));
     let promoted = eventually(WAIT, "the Sentinels to name another primary", || async {
-        sentinel_primary(ns).filter(|a| !a.starts_with("ha-0."))
+        sentinel_primary(ns, CACHE).filter(|a| !a.starts_with("ha-0."))
     })
     .await;
     let new = promoted.split('.').next().expect("pod").to_string();
@@ -162,4 +181,161 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
     )
     .await;
     assert_eq!(role(ns, &new).as_deref(), Some("master"));
+}
+
+const TASKS: usize = 6;
+const KILLS: usize = 5;
+
+/// Kills the pod the Sentinels name as primary and waits until another takes writes; returns
+/// it and how long no pod took writes.
+async fn kill_primary(ns: &str, cache: &str) -> (String, Duration) {
+    let old = sentinel_primary(ns, cache).expect("a primary");
+    let old_pod = old.split('.').next().expect("pod").to_string();
+    let killed = Instant::now();
+    ok(kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        &old_pod,
+        "--grace-period=0",
+        "--force",
+    ]));
+    let new = eventually(WAIT, "another primary to take writes", || async {
+        let new = sentinel_primary(ns, cache).filter(|a| *a != old)?;
+        let pod = new.split('.').next()?.to_string();
+        sh(ns, &pod, "redis-cli SET e2e:writable 1")
+            .filter(|r| r == "OK")
+            .map(|_| pod)
+    })
+    .await;
+    (new, killed.elapsed())
+}
+
+/// The task ids of the messages in `queue` on the current primary, with their counts.
+fn queued_ids(ns: &str, cache: &str, queue: &str) -> BTreeMap<String, usize> {
+    let primary = sentinel_primary(ns, cache).expect("a primary");
+    let pod = primary.split('.').next().expect("pod");
+    let raw = sh(ns, pod, &format!("redis-cli --raw LRANGE {queue} 0 -1")).expect("lrange");
+    let mut ids = BTreeMap::new();
+    for line in raw.lines().filter(|l| l.starts_with('{')) {
+        let message: Value = serde_json::from_str(line).expect("a Celery message");
+        let id = message["headers"]["id"].as_str().expect("id").to_string();
+        *ids.entry(id).or_default() += 1;
+    }
+    ids
+}
+
+fn task_name(i: usize) -> String {
+    format!("beat-{i}")
+}
+
+pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_no_push() {
+    let (client, ns) = setup("ic-repl5").await;
+    let ns = &ns.name;
+    apply(
+        ns,
+        &redis_cache(
+            "broker",
+            "broker",
+            "  replication: {replicas: 2, sentinels: 3, downAfter: 1s}\n",
+        ),
+    );
+    wait_ready(ns, &["rediscache/broker"]);
+    settled(ns, "broker").await;
+    apply(
+        ns,
+        &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
+    );
+    // Half the tasks go to a queue no worker reads, so what was pushed can be counted there;
+    // the others keep the workers busy through the failovers.
+    let tasks: String = (0..TASKS)
+        .map(|i| {
+            let queue = if i % 2 == 0 { "unconsumed" } else { "celery" };
+            format!(
+                "---\napiVersion: celeryoperator.io/v1alpha1\nkind: PeriodicTask\nmetadata: {{name: {}}}\nspec:\n  task: tasks.record\n  args: [{i}]\n  queue: {queue}\n  schedule: {{every: 1s}}\n  missedRunPolicy: RunAll\n  broker: {{redisCache: broker}}\n",
+                task_name(i)
+            )
+        })
+        .collect();
+    apply(ns, &tasks);
+    wait_ready(ns, &["workerpool/pool"]);
+
+    let mut outages = Vec::new();
+    for kill in 0..KILLS {
+        let before = queued_ids(ns, "broker", "unconsumed").len();
+        eventually(WAIT, "pushes going on before the kill", || async {
+            (queued_ids(ns, "broker", "unconsumed").len() >= before + 3 * TASKS / 2).then_some(())
+        })
+        .await;
+        let (new, outage) = kill_primary(ns, "broker").await;
+        eprintln!("kill {}: {new} took writes after {outage:.2?}", kill + 1);
+        outages.push(outage);
+        settled(ns, "broker").await;
+    }
+    let after = queued_ids(ns, "broker", "unconsumed").len();
+    eventually(WAIT, "pushes going on after the last kill", || async {
+        (queued_ids(ns, "broker", "unconsumed").len() >= after + 3 * TASKS / 2).then_some(())
+    })
+    .await;
+
+    for i in 0..TASKS {
+        ok(kubectl(&[
+            "patch",
+            "ptask",
+            &task_name(i),
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ]));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pushed = queued_ids(ns, "broker", "unconsumed");
+    let api: Api<PeriodicTask> = Api::namespaced(client.clone(), ns);
+    let mut missing = Vec::new();
+    for i in (0..TASKS).step_by(2) {
+        let pt = api.get(&task_name(i)).await.expect("task");
+        let last = pt
+            .status
+            .as_ref()
+            .and_then(|s| s.last_schedule_time.as_ref())
+            .expect("lastScheduleTime");
+        let last = DateTime::from_timestamp_micros(last.0.as_microsecond()).expect("ts");
+        missing.extend(
+            every_second_slot_ids(&pt, last)
+                .into_iter()
+                .filter(|id| !pushed.contains_key(id)),
+        );
+    }
+    let twice: Vec<&String> = pushed
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let worker_errors: usize = ok(kubectl(&[
+        "logs",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/instance=pool",
+        "--tail=-1",
+    ]))
+    .lines()
+    .filter(|l| l.contains("ERROR") || l.contains("Connection to broker lost"))
+    .count();
+    let mut sorted = outages.clone();
+    sorted.sort();
+    eprintln!(
+        "{KILLS} primary kills: no primary for p50 {:.2?}, max {:.2?}; {} slots pushed, {} lost, {} twice; {worker_errors} worker error lines",
+        sorted[KILLS / 2],
+        sorted[KILLS - 1],
+        pushed.len(),
+        missing.len(),
+        twice.len()
+    );
+    assert!(missing.is_empty(), "slots never pushed: {missing:?}");
+    assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
+    assert!(sorted[KILLS - 1] < Duration::from_secs(30), "{sorted:?}");
 }
