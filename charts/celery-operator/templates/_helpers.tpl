@@ -44,10 +44,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: ["configmaps", "services", "secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Autoscaling marks busy worker pods with a pod-deletion-cost annotation.
+# Autoscaling marks busy worker pods with a pod-deletion-cost annotation; a replicated
+# RedisCache's pods get their role label, and are rolled one at a time through evictions
+# (which respect the disruption budget).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["patch"]
+  verbs: ["get", "list", "patch"]
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -135,6 +135,10 @@ fn main() -> ExitCode {
             replication::five_primary_kills_under_every_second_tasks_lose_and_double_no_push,
         ),
         trial(
+            "real_node_in_cluster_replicated_broker_a_config_change_rolls_replicas_first_then_fails_over_once",
+            replication::a_config_change_rolls_replicas_first_then_fails_over_once,
+        ),
+        trial(
             "real_node_in_cluster_leader_pod_killed_standby_takes_over_every_slot_once",
             failover::leader_pod_killed_standby_takes_over_every_slot_once,
         ),

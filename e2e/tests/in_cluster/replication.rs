@@ -279,41 +279,8 @@ pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_
     })
     .await;
 
-    for i in 0..TASKS {
-        ok(kubectl(&[
-            "patch",
-            "ptask",
-            &task_name(i),
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
-        ]));
-    }
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let pushed = queued_ids(ns, "broker", "unconsumed");
-    let api: Api<PeriodicTask> = Api::namespaced(client.clone(), ns);
-    let mut missing = Vec::new();
-    for i in (0..TASKS).step_by(2) {
-        let pt = api.get(&task_name(i)).await.expect("task");
-        let last = pt
-            .status
-            .as_ref()
-            .and_then(|s| s.last_schedule_time.as_ref())
-            .expect("lastScheduleTime");
-        let last = DateTime::from_timestamp_micros(last.0.as_microsecond()).expect("ts");
-        missing.extend(
-            every_second_slot_ids(&pt, last)
-                .into_iter()
-                .filter(|id| !pushed.contains_key(id)),
-        );
-    }
-    let twice: Vec<&String> = pushed
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
+    let counted: Vec<String> = (0..TASKS).step_by(2).map(task_name).collect();
+    let (missing, twice, pushed) = lost_and_doubled(&client, ns, &counted).await;
     let worker_errors: usize = ok(kubectl(&[
         "logs",
         "-n",
@@ -331,11 +298,160 @@ pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_
         "{KILLS} primary kills: no primary for p50 {:.2?}, max {:.2?}; {} slots pushed, {} lost, {} twice; {worker_errors} worker error lines",
         sorted[KILLS / 2],
         sorted[KILLS - 1],
-        pushed.len(),
+        pushed,
         missing.len(),
         twice.len()
     );
     assert!(missing.is_empty(), "slots never pushed: {missing:?}");
     assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
     assert!(sorted[KILLS - 1] < Duration::from_secs(30), "{sorted:?}");
+}
+
+/// Pushes to the queue `unconsumed` every second from `n` PeriodicTasks `<prefix>-<i>`.
+fn unconsumed_tasks(ns: &str, prefix: &str, n: usize) {
+    let tasks: String = (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: celeryoperator.io/v1alpha1\nkind: PeriodicTask\nmetadata: {{name: {prefix}-{i}}}\nspec:\n  task: tasks.record\n  args: [{i}]\n  queue: unconsumed\n  schedule: {{every: 1s}}\n  missedRunPolicy: RunAll\n  broker: {{redisCache: broker}}\n"
+            )
+        })
+        .collect();
+    apply(ns, &tasks);
+}
+
+/// Suspends the tasks, then returns the slots of each that are not in `unconsumed` and
+/// those that are there twice.
+async fn lost_and_doubled(
+    client: &kube::Client,
+    ns: &str,
+    names: &[String],
+) -> (Vec<String>, Vec<String>, usize) {
+    for name in names {
+        ok(kubectl(&[
+            "patch",
+            "ptask",
+            name,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ]));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pushed = queued_ids(ns, "broker", "unconsumed");
+    let api: Api<PeriodicTask> = Api::namespaced(client.clone(), ns);
+    let mut missing = Vec::new();
+    for name in names {
+        let pt = api.get(name).await.expect("task");
+        let last = pt
+            .status
+            .as_ref()
+            .and_then(|s| s.last_schedule_time.as_ref())
+            .expect("lastScheduleTime");
+        let last = DateTime::from_timestamp_micros(last.0.as_microsecond()).expect("ts");
+        missing.extend(
+            every_second_slot_ids(&pt, last)
+                .into_iter()
+                .filter(|id| !pushed.contains_key(id)),
+        );
+    }
+    let twice = pushed
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    (missing, twice, pushed.len())
+}
+
+pub(crate) async fn a_config_change_rolls_replicas_first_then_fails_over_once() {
+    let (client, ns) = setup("ic-roll").await;
+    let ns = &ns.name;
+    apply(
+        ns,
+        &redis_cache(
+            "broker",
+            "broker",
+            "  replication: {replicas: 2, sentinels: 3, downAfter: 1s}\n",
+        ),
+    );
+    wait_ready(ns, &["rediscache/broker"]);
+    settled(ns, "broker").await;
+    // The primary moves off pod 0 first: a StatefulSet's own order (2, 1, 0) would then
+    // restart it in the middle.
+    let (primary, _) = kill_primary(ns, "broker").await;
+    settled(ns, "broker").await;
+    let names: Vec<String> = (0..3).map(|i| format!("roll-{i}")).collect();
+    unconsumed_tasks(ns, "roll", names.len());
+    let before = queued_ids(ns, "broker", "unconsumed").len();
+    eventually(WAIT, "pushes going on", || async {
+        (queued_ids(ns, "broker", "unconsumed").len() >= before + 6).then_some(())
+    })
+    .await;
+
+    // Every primary the Sentinels name while the change rolls, in order.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (ns, stop) = (ns.to_string(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen: Vec<String> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(p) = sentinel_primary(&ns, "broker")
+                    && seen.last() != Some(&p)
+                {
+                    seen.push(p);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        })
+    };
+    ok(kubectl(&[
+        "patch",
+        "rediscache",
+        "broker",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"maxMemory":"100Mi"}}"#,
+    ]));
+    for n in 0..3 {
+        let pod = format!("broker-{n}");
+        eventually(
+            Duration::from_secs(300),
+            "every pod running the new config",
+            || async {
+                sh(ns, &pod, "redis-cli --raw CONFIG GET maxmemory | tail -n 1")
+                    .filter(|m| m == "104857600")
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+    wait_ready(ns, &["rediscache/broker"]);
+    settled(ns, "broker").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let primaries = watcher.join().expect("watcher");
+
+    // Replicas first: the old primary's pod is the newest.
+    let created = |pod: &str| jsonpath(ns, &format!("pod/{pod}"), "{.metadata.creationTimestamp}");
+    let newest = (0..3)
+        .map(|n| format!("broker-{n}"))
+        .max_by_key(|p| created(p))
+        .expect("pods");
+    let (missing, twice, pushed) = lost_and_doubled(&client, ns, &names).await;
+    eprintln!(
+        "maxMemory rolled: primaries {primaries:?}; {pushed} slots pushed, {} lost, {} twice",
+        missing.len(),
+        twice.len()
+    );
+    assert_eq!(primaries.len(), 2, "one failover: {primaries:?}");
+    assert!(
+        primaries[0].starts_with(&format!("{primary}.")),
+        "{primaries:?}"
+    );
+    assert_eq!(newest, primary, "the primary's pod was replaced last");
+    assert!(missing.is_empty(), "slots never pushed: {missing:?}");
+    assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
 }

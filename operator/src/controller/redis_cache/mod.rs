@@ -6,6 +6,7 @@ pub mod config_map;
 mod directives;
 pub(crate) mod pdb;
 pub(crate) mod primary;
+pub(crate) mod roll;
 pub mod secrets;
 pub(crate) mod sentinel_stateful_set;
 pub(crate) mod services;
@@ -17,11 +18,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{EvictParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
@@ -129,7 +130,13 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
 
     let primary = match &settings.replication {
-        Some(r) => Some(follow_primary(ctx, &owner, password.as_deref(), 1 + r.replicas).await?),
+        Some(r) => {
+            let view = follow_primary(ctx, &owner, password.as_deref(), 1 + r.replicas).await?;
+            if let PrimaryView::Named(primary) = &view {
+                roll_step(ctx, rc, &owner, password.as_deref(), &sts, primary).await?;
+            }
+            Some(view)
+        }
         None => None,
     };
     let status = status::observed(rc, ns, &sts, primary.as_ref(), Timestamp::now());
@@ -139,6 +146,69 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
         Some(_) => Action::requeue(primary::LOOK_EVERY),
         None => Action::await_change(),
     })
+}
+
+/// One step of rolling the Redis pods to the StatefulSet's revision (see [`roll`]): at most
+/// one pod replaced or one failover per reconcile, which comes back every few seconds.
+async fn roll_step(
+    ctx: &Context,
+    rc: &RedisCache,
+    owner: &OwnedBy,
+    password: Option<&str>,
+    sts: &StatefulSet,
+    primary: &str,
+) -> Result<()> {
+    let status = sts.status.as_ref();
+    let Some(revision) = status.and_then(|s| s.update_revision.as_deref()) else {
+        return Ok(());
+    };
+    let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let selector = owner
+        .selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    // Unknown counts as none in sync: the roll waits rather than risk the last good copy.
+    let in_sync = primary::replicas_in_sync(owner, password)
+        .await
+        .unwrap_or(0);
+    match roll::next(&list.items, want, revision, primary, in_sync) {
+        roll::Step::Replace(pod) => match pods.evict(&pod, &EvictParams::default()).await {
+            Ok(_) => ctx.publish(
+                rc,
+                EventType::Normal,
+                "Rolling",
+                "Roll",
+                format!("Replacing replica {pod} to run revision {revision}"),
+            ),
+            // The disruption budget says not now: the next look tries again.
+            Err(kube::Error::Api(s)) if s.code == 429 => {}
+            Err(e) => return Err(e.into()),
+        },
+        roll::Step::FailOver => match primary::fail_over(owner, password).await {
+            Ok(()) => ctx.publish(
+                rc,
+                EventType::Normal,
+                "FailingOver",
+                "Roll",
+                format!(
+                    "Every replica runs revision {revision}: asking the Sentinels to promote one in place of {primary}"
+                ),
+            ),
+            Err(err) => ctx.publish(
+                rc,
+                EventType::Warning,
+                "FailoverFailed",
+                "Roll",
+                format!("The Sentinels refused a failover ({err}); trying again"),
+            ),
+        },
+        roll::Step::Done | roll::Step::Wait => {}
+    }
+    Ok(())
 }
 
 /// What the Sentinels say of the primary; the role label follows it.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::secrets::{base_url, service_host};
 use super::services::{PRIMARY, REPLICA, ROLE_LABEL, sentinel_name};
-use super::settings::SENTINEL_PORT;
+use super::settings::{REDIS_PORT, SENTINEL_PORT};
 use crate::broker::{BrokerError, BrokerUrl};
 use crate::controller::labels::OwnedBy;
 
@@ -40,39 +40,107 @@ pub(crate) fn pod_of(address: &str, statefulset: &str) -> Option<String> {
         .map(|_| pod.to_string())
 }
 
+/// The Sentinel Service of `owner`.
+fn sentinel_url(owner: &OwnedBy, password: Option<&str>) -> BrokerUrl {
+    let host = service_host(&sentinel_name(&owner.name), &owner.namespace);
+    BrokerUrl::new(base_url(&host, SENTINEL_PORT, password))
+}
+
+/// `SENTINEL <args>` on one of the Sentinels, within [`ASK_TIMEOUT`].
+async fn sentinel<T: redis::FromRedisValue>(
+    owner: &OwnedBy,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<T, BrokerError> {
+    let url = sentinel_url(owner, password);
+    let ask = async {
+        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
+        redis::cmd("SENTINEL")
+            .arg(args)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+    };
+    tokio::time::timeout(ASK_TIMEOUT, ask)
+        .await
+        .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))?
+}
+
+/// Replicas the Sentinels know as in sync with the primary (link up, not down): those a
+/// failover can promote.
+pub(crate) async fn replicas_in_sync(
+    owner: &OwnedBy,
+    password: Option<&str>,
+) -> Result<usize, BrokerError> {
+    let replicas: Vec<Vec<String>> = sentinel(owner, password, &["REPLICAS", &owner.name]).await?;
+    Ok(replicas.iter().filter(|fields| in_sync(fields)).count())
+}
+
+/// One replica's fields (`name, value, ...`) as `SENTINEL REPLICAS` gives them.
+fn in_sync(fields: &[String]) -> bool {
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| kv[0] == name)
+            .and_then(|kv| kv.get(1))
+            .map(String::as_str)
+    };
+    field("master-link-status") == Some("ok")
+        && field("flags").is_some_and(|f| !f.contains("down") && !f.contains("disconnected"))
+}
+
+/// How long the primary holds writes while the Sentinels replace it: longer than they take
+/// to promote a replica and demote it (seconds); the roll replaces its pod right after.
+const PAUSE_WRITES_MS: u64 = 30_000;
+
+/// Asks the Sentinels to promote a replica now (a controlled failover, no waiting for the
+/// primary to be seen down). The primary first stops taking writes: one it took after the
+/// promotion and before its own demotion would be lost (its clients' connections stay on it
+/// until then); held, such a write fails once it is a replica and is pushed again on the new
+/// primary. A failover already going on is left to finish.
+pub(crate) async fn fail_over(owner: &OwnedBy, password: Option<&str>) -> Result<(), BrokerError> {
+    let host = service_host(&owner.name, &owner.namespace);
+    let url = BrokerUrl::new(base_url(&host, REDIS_PORT, password));
+    let pause = async {
+        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
+        redis::cmd("CLIENT")
+            .arg(&["PAUSE", &PAUSE_WRITES_MS.to_string(), "WRITE"])
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+    };
+    tokio::time::timeout(ASK_TIMEOUT, pause)
+        .await
+        .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))??;
+    match sentinel::<()>(owner, password, &["FAILOVER", &owner.name]).await {
+        Err(BrokerError::Command(e)) if e.contains("INPROG") => Ok(()),
+        other => other,
+    }
+}
+
 /// Asks the Sentinel Service which address the primary of `owner` has.
 pub(crate) async fn ask(owner: &OwnedBy, password: Option<&str>) -> PrimaryView {
-    let host = service_host(&sentinel_name(&owner.name), &owner.namespace);
-    let url = BrokerUrl::new(base_url(&host, SENTINEL_PORT, password));
-    match tokio::time::timeout(ASK_TIMEOUT, master_address(&url, &owner.name)).await {
-        Ok(Ok(Some(address))) => match pod_of(&address, &owner.name) {
+    let address: Result<Option<Vec<String>>, _> =
+        sentinel(owner, password, &["get-master-addr-by-name", &owner.name]).await;
+    match address.map(|a| a.and_then(|a| a.into_iter().next())) {
+        Ok(Some(address)) => match pod_of(&address, &owner.name) {
             Some(pod) => PrimaryView::Named(pod),
             None => PrimaryView::Unknown(format!(
                 "the Sentinels name {address}, which is not a pod of StatefulSet {}",
                 owner.name
             )),
         },
-        Ok(Ok(None)) => PrimaryView::Unknown("the Sentinels know no primary yet".into()),
-        Ok(Err(err)) => PrimaryView::Unknown(format!("the Sentinels do not answer: {err}")),
-        Err(_) => PrimaryView::Unknown(format!(
-            "the Sentinels did not answer within {ASK_TIMEOUT:?}"
-        )),
+        Ok(None) => PrimaryView::Unknown("the Sentinels know no primary yet".into()),
+        Err(err) => PrimaryView::Unknown(format!("the Sentinels do not answer: {err}")),
     }
-}
-
-async fn master_address(url: &BrokerUrl, master: &str) -> Result<Option<String>, BrokerError> {
-    let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
-    let reply: Option<Vec<String>> = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(master)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))?;
-    Ok(reply.and_then(|r| r.into_iter().next()))
 }
 
 /// The role label each pod of the set should have, given the primary.
@@ -143,5 +211,19 @@ mod tests {
                 .all(|(_, r)| *r == REPLICA),
             "a primary outside the set labels none"
         );
+    }
+
+    #[test]
+    fn a_replica_is_in_sync_with_its_link_up_and_not_down() {
+        let replica = |flags: &str, link: &str| -> Vec<String> {
+            ["name", "b-1", "flags", flags, "master-link-status", link]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        assert!(in_sync(&replica("slave", "ok")));
+        assert!(!in_sync(&replica("slave", "err")));
+        assert!(!in_sync(&replica("s_down,slave,disconnected", "ok")));
+        assert!(!in_sync(&["name".to_string(), "b-1".to_string()]));
     }
 }

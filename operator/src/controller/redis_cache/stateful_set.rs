@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
@@ -319,6 +320,11 @@ pub fn build(i: Inputs<'_>) -> Result<StatefulSet, String> {
             replicas: Some(1 + s.replication.as_ref().map_or(0, |r| r.replicas)),
             // Replicas wait for the Sentinels, not for each other.
             pod_management_policy: s.replication.as_ref().map(|_| "Parallel".into()),
+            // The operator rolls a replicated set itself: replicas first, one failover.
+            update_strategy: s.replication.as_ref().map(|_| StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            }),
             service_name: Some(headless_service_name(&i.owner.name)),
             selector: LabelSelector {
                 match_labels: Some(i.owner.selector.clone()),
@@ -453,6 +459,11 @@ mod tests {
         let spec = sts.spec.expect("spec");
         assert_eq!(spec.replicas, Some(3), "the primary and two replicas");
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.and_then(|u| u.type_).as_deref(),
+            Some("OnDelete"),
+            "the operator rolls it"
+        );
         let pod = spec.template.spec.expect("pod");
         let anti = pod
             .affinity
