@@ -114,28 +114,7 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
     .expect("write");
     assert!(confirmed.ends_with('2'), "{confirmed}");
 
-    let killed = Instant::now();
-    ok(kubectl(&[
-        "delete",
-        "pod",
-        "-n",
-        ns,
-        "ha-0",
-        "--grace-period=0",
-        "--force",
-    ]));
-    let promoted = eventually(WAIT, "the Sentinels to name another primary", || async {
-        sentinel_primary(ns, CACHE).filter(|a| !a.starts_with("ha-0."))
-    })
-    .await;
-    let new = promoted.split('.').next().expect("pod").to_string();
-    eventually(WAIT, "the new primary to take writes", || async {
-        sh(ns, &new, "redis-cli SET after-kill 1")
-            .filter(|r| r == "OK")
-            .map(|_| ())
-    })
-    .await;
-    let without_primary = killed.elapsed();
+    let (new, without_primary) = kill_primary(ns, CACHE).await;
     eprintln!("failover: {new} took writes {without_primary:?} after ha-0 was killed");
     // Tuned, well under Sentinel's default of 30 s before a failover even starts.
     assert!(
@@ -226,60 +205,31 @@ fn queued_ids(ns: &str, cache: &str, queue: &str) -> BTreeMap<String, usize> {
     ids
 }
 
-fn task_name(i: usize) -> String {
-    format!("beat-{i}")
-}
-
 pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_no_push() {
     let (client, ns) = setup("ic-repl5").await;
     let ns = &ns.name;
-    apply(
-        ns,
-        &redis_cache(
-            "broker",
-            "broker",
-            "  replication: {replicas: 2, sentinels: 3, downAfter: 1s}\n",
-        ),
-    );
-    wait_ready(ns, &["rediscache/broker"]);
-    settled(ns, "broker").await;
+    replicated_broker(ns).await;
     apply(
         ns,
         &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
     );
     // Half the tasks go to a queue no worker reads, so what was pushed can be counted there;
     // the others keep the workers busy through the failovers.
-    let tasks: String = (0..TASKS)
-        .map(|i| {
-            let queue = if i % 2 == 0 { "unconsumed" } else { "celery" };
-            format!(
-                "---\napiVersion: celeryoperator.io/v1alpha1\nkind: PeriodicTask\nmetadata: {{name: {}}}\nspec:\n  task: tasks.record\n  args: [{i}]\n  queue: {queue}\n  schedule: {{every: 1s}}\n  missedRunPolicy: RunAll\n  broker: {{redisCache: broker}}\n",
-                task_name(i)
-            )
-        })
-        .collect();
-    apply(ns, &tasks);
+    every_second_tasks(ns, "beat", TASKS, |i| {
+        if i % 2 == 0 { "unconsumed" } else { "celery" }
+    });
     wait_ready(ns, &["workerpool/pool"]);
 
     let mut outages = Vec::new();
     for kill in 0..KILLS {
-        let before = queued_ids(ns, "broker", "unconsumed").len();
-        eventually(WAIT, "pushes going on before the kill", || async {
-            (queued_ids(ns, "broker", "unconsumed").len() >= before + 3 * TASKS / 2).then_some(())
-        })
-        .await;
+        pushes_go_on(ns, 3 * TASKS / 2).await;
         let (new, outage) = kill_primary(ns, "broker").await;
         eprintln!("kill {}: {new} took writes after {outage:.2?}", kill + 1);
         outages.push(outage);
         settled(ns, "broker").await;
     }
-    let after = queued_ids(ns, "broker", "unconsumed").len();
-    eventually(WAIT, "pushes going on after the last kill", || async {
-        (queued_ids(ns, "broker", "unconsumed").len() >= after + 3 * TASKS / 2).then_some(())
-    })
-    .await;
-
-    let counted: Vec<String> = (0..TASKS).step_by(2).map(task_name).collect();
+    pushes_go_on(ns, 3 * TASKS / 2).await;
+    let counted: Vec<String> = (0..TASKS).step_by(2).map(|i| format!("beat-{i}")).collect();
     let (missing, twice, pushed) = lost_and_doubled(&client, ns, &counted).await;
     let worker_errors: usize = ok(kubectl(&[
         "logs",
@@ -307,16 +257,42 @@ pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_
     assert!(sorted[KILLS - 1] < Duration::from_secs(30), "{sorted:?}");
 }
 
-/// Pushes to the queue `unconsumed` every second from `n` PeriodicTasks `<prefix>-<i>`.
-fn unconsumed_tasks(ns: &str, prefix: &str, n: usize) {
+/// The RedisCache `broker` with replication (Sentinels seeing a failure after 1 s), once
+/// the whole set is up and known to its Sentinels.
+async fn replicated_broker(ns: &str) {
+    apply(
+        ns,
+        &redis_cache(
+            "broker",
+            "broker",
+            "  replication: {replicas: 2, sentinels: 3, downAfter: 1s}\n",
+        ),
+    );
+    wait_ready(ns, &["rediscache/broker"]);
+    settled(ns, "broker").await;
+}
+
+/// `n` PeriodicTasks `<prefix>-<i>` of `tasks.record` every second on `broker`, catching up
+/// every missed slot, task `i` on the queue `queue(i)`.
+fn every_second_tasks(ns: &str, prefix: &str, n: usize, queue: impl Fn(usize) -> &'static str) {
     let tasks: String = (0..n)
         .map(|i| {
             format!(
-                "---\napiVersion: celeryoperator.io/v1alpha1\nkind: PeriodicTask\nmetadata: {{name: {prefix}-{i}}}\nspec:\n  task: tasks.record\n  args: [{i}]\n  queue: unconsumed\n  schedule: {{every: 1s}}\n  missedRunPolicy: RunAll\n  broker: {{redisCache: broker}}\n"
+                "---\napiVersion: celeryoperator.io/v1alpha1\nkind: PeriodicTask\nmetadata: {{name: {prefix}-{i}}}\nspec:\n  task: tasks.record\n  args: [{i}]\n  queue: {}\n  schedule: {{every: 1s}}\n  missedRunPolicy: RunAll\n  broker: {{redisCache: broker}}\n",
+                queue(i)
             )
         })
         .collect();
     apply(ns, &tasks);
+}
+
+/// Waits until `more` pushes reached the queue `unconsumed`.
+async fn pushes_go_on(ns: &str, more: usize) {
+    let before = queued_ids(ns, "broker", "unconsumed").len();
+    eventually(WAIT, "pushes going on", || async {
+        (queued_ids(ns, "broker", "unconsumed").len() >= before + more).then_some(())
+    })
+    .await;
 }
 
 /// Suspends the tasks, then returns the slots of each that are not in `unconsumed` and
@@ -367,27 +343,14 @@ async fn lost_and_doubled(
 pub(crate) async fn a_config_change_rolls_replicas_first_then_fails_over_once() {
     let (client, ns) = setup("ic-roll").await;
     let ns = &ns.name;
-    apply(
-        ns,
-        &redis_cache(
-            "broker",
-            "broker",
-            "  replication: {replicas: 2, sentinels: 3, downAfter: 1s}\n",
-        ),
-    );
-    wait_ready(ns, &["rediscache/broker"]);
-    settled(ns, "broker").await;
+    replicated_broker(ns).await;
     // The primary moves off pod 0 first: a StatefulSet's own order (2, 1, 0) would then
     // restart it in the middle.
     let (primary, _) = kill_primary(ns, "broker").await;
     settled(ns, "broker").await;
     let names: Vec<String> = (0..3).map(|i| format!("roll-{i}")).collect();
-    unconsumed_tasks(ns, "roll", names.len());
-    let before = queued_ids(ns, "broker", "unconsumed").len();
-    eventually(WAIT, "pushes going on", || async {
-        (queued_ids(ns, "broker", "unconsumed").len() >= before + 6).then_some(())
-    })
-    .await;
+    every_second_tasks(ns, "roll", names.len(), |_| "unconsumed");
+    pushes_go_on(ns, 6).await;
 
     // Every primary the Sentinels name while the change rolls, in order.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
