@@ -309,6 +309,8 @@ async fn send(
             failed = true;
             Err(connection)
         });
+        // A replica since a failover: only a new connection finds the new primary.
+        failed |= matches!(published, Err(BrokerError::ReadOnly));
         match published {
             Ok(published) => {
                 for (reply, p) in replies.into_iter().zip(published) {
@@ -453,6 +455,23 @@ mod tests {
             .expect("confirmed");
         assert_eq!(again.outcome, crate::broker::PublishOutcome::Duplicate);
         assert_eq!(queued(&replica).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_push_refused_by_a_replica_says_so_and_drops_the_connection() {
+        // After a failover a client may still hold a connection to the old primary, now a
+        // replica (a Service's conntrack entry outlives its endpoints): only a new
+        // connection reaches the new primary.
+        let primary = Server::start().await;
+        let replica = Server::replica_of(&primary).await;
+        let before = replica.clients().await;
+        let pusher = PushThread::start();
+        let err = pusher
+            .push(&replica.url, Utc::now(), push("ro:1"))
+            .await
+            .expect_err("a replica takes no writes");
+        assert!(matches!(err, BrokerError::ReadOnly), "{err:?}");
+        replica.wait_for_clients(before).await;
     }
 
     #[tokio::test]

@@ -31,6 +31,10 @@ pub enum BrokerError {
     /// lose it, so it is not counted as done (and pushed again, which its mark makes safe).
     #[error("only {acked} of the broker's {replicas} replicas confirmed the push in time")]
     Unconfirmed { acked: usize, replicas: usize },
+    /// The server is a replica: a failover happened and this connection still reaches the
+    /// old primary.
+    #[error("the broker is a read-only replica now (a failover); reconnecting")]
+    ReadOnly,
 }
 
 impl BrokerError {
@@ -41,6 +45,7 @@ impl BrokerError {
             BrokerError::Command(_) => "command",
             BrokerError::Timeout(_) => "timeout",
             BrokerError::Unconfirmed { .. } => "unconfirmed",
+            BrokerError::ReadOnly => "read_only",
         }
     }
 

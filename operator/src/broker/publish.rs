@@ -289,11 +289,21 @@ pub(crate) async fn send_call<C: ConnectionLike>(
         .await
         .map_err(|e| command_failed(&e))?;
     // MULTI, QUEUED, QUEUED, then EXEC's: the LPUSH's and the script's replies.
-    let Ok::<[_; 4], _>([_, _, _, exec]) = replies.try_into() else {
+    let Ok::<[_; 4], _>([_, lpush, script, exec]) = replies.try_into() else {
         return Err(BrokerError::Command(
             "not 4 replies to a transaction".into(),
         ));
     };
+    // A command refused while queued aborts the transaction; its own error says why.
+    if let Some(e) = [&lpush, &script].into_iter().find_map(|r| r.as_ref().err()) {
+        return Ok(Err(
+            if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                BrokerError::ReadOnly
+            } else {
+                command_failed(e)
+            },
+        ));
+    }
     Ok(exec
         .map_err(|e| command_failed(&e))
         .and_then(|exec| outcomes(exec, n)))

@@ -9,6 +9,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::roll::is_ready;
 use super::secrets::{base_url, service_host};
 use super::services::{PRIMARY, REPLICA, ROLE_LABEL, sentinel_name};
 use super::settings::{REDIS_PORT, SENTINEL_PORT};
@@ -154,13 +155,18 @@ pub(crate) fn roles(statefulset: &str, pods: i32, primary: &str) -> Vec<(String,
         .collect()
 }
 
-/// Puts the role labels on the pods (a pod not there yet is labelled on a later look).
+/// Puts the role labels on the pods (a pod not there yet is labelled on a later look); a
+/// primary that is not ready gets none, so the client Service waits for it.
 pub(crate) async fn label(
     pods: &Api<Pod>,
     statefulset: &str,
     count: i32,
     primary: &str,
 ) -> Result<(), kube::Error> {
+    // The Sentinels go on naming a lost primary until `downAfter` passes; its replacement
+    // pod, not ready yet, must not get the label: it will start as a replica.
+    let ready = pods.get_opt(primary).await?.is_some_and(|p| is_ready(&p));
+    let primary = if ready { primary } else { "" };
     // The old primary loses its label first: the client Service never selects two pods.
     let mut roles = roles(statefulset, count, primary);
     roles.sort_by_key(|(_, role)| *role == PRIMARY);

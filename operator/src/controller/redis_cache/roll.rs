@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::Pod;
 /// The label the StatefulSet controller puts the pod's revision in.
 const REVISION_LABEL: &str = "controller-revision-hash";
 
-fn is_ready(p: &Pod) -> bool {
+/// Whether the pod passes its readiness probe.
+pub(crate) fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
