@@ -102,6 +102,14 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
     settled(ns, CACHE).await;
     let secret = |key: &str| jsonpath(ns, "secret/ha-connection", &format!("{{.data.{key}}}"));
     assert!(!secret("sentinelUrl").is_empty() && !secret("masterName").is_empty());
+    // A drain takes one pod of each set at a time.
+    for budget in ["pdb/ha", "pdb/ha-sentinel"] {
+        assert_eq!(
+            jsonpath(ns, budget, "{.spec.maxUnavailable}"),
+            "1",
+            "{budget}"
+        );
+    }
 
     // A write both replicas confirmed, on one connection (WAIT counts that client's writes).
     // Sentinel promotes the replica with the highest offset it last read (by INFO, every

@@ -126,8 +126,13 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     })
     .map_err(Error::InvalidSpec)?;
     let sts = apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &sts).await?;
-    let budget = pdb::build(&owner, settings.purpose);
+    let budget = pdb::build(&owner, owner.name.clone(), settings.purpose, replicated);
     apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
+    if let Some(sentinel) = sentinel {
+        let name = services::sentinel_name(&owner.name);
+        let budget = pdb::build(sentinel, name, settings.purpose, true);
+        apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
+    }
 
     let primary = match &settings.replication {
         Some(r) => {
