@@ -102,6 +102,12 @@ pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_retur
     settled(ns, CACHE).await;
     let secret = |key: &str| jsonpath(ns, "secret/ha-connection", &format!("{{.data.{key}}}"));
     assert!(!secret("sentinelUrl").is_empty() && !secret("masterName").is_empty());
+    eventually(WAIT, "both replicas in status, in sync", || async {
+        let states = jsonpath(ns, "rediscache/ha", "{.status.replicas[*].state}");
+        let pods = jsonpath(ns, "rediscache/ha", "{.status.replicas[*].pod}");
+        (states == "online online" && pods.contains("ha-1") && pods.contains("ha-2")).then_some(())
+    })
+    .await;
     // A drain takes one pod of each set at a time.
     for budget in ["pdb/ha", "pdb/ha-sentinel"] {
         assert_eq!(

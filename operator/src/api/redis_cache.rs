@@ -187,6 +187,21 @@ impl Default for Replication {
     }
 }
 
+/// One replica of a replicated RedisCache, as its primary sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisReplica {
+    /// The replica's pod.
+    pub pod: String,
+    /// Its replication link: `online` once in sync; `wait_bgsave` or `send_bulk` while it
+    /// copies the data set.
+    pub state: String,
+    /// How far its copy is behind the primary, in bytes of the replication stream.
+    pub lag_bytes: i64,
+    /// Seconds since it last acknowledged the stream (it does every second).
+    pub lag_seconds: i64,
+}
+
 /// `downAfter`: whole seconds, 1 to 60.
 pub const DOWN_AFTER_PATTERN: &str = "^([1-9]|[1-5][0-9]|60)s$";
 
@@ -308,6 +323,9 @@ pub struct RedisCacheStatus {
     /// With replication: the pod the Sentinels name as the primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
+    /// With replication: the replicas as the primary sees them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<RedisReplica>,
     /// `Ready`, with a reason when not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

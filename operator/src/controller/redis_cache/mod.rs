@@ -134,17 +134,22 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
         apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &budget).await?;
     }
 
+    let mut replicas = Vec::new();
     let primary = match &settings.replication {
         Some(r) => {
             let view = follow_primary(ctx, &owner, password.as_deref(), 1 + r.replicas).await?;
             if let PrimaryView::Named(primary) = &view {
                 roll_step(ctx, rc, &owner, password.as_deref(), &sts, primary).await?;
+                // Unanswered (a failover going on): none shown until the next look.
+                replicas = primary::replicas(&owner, password.as_deref())
+                    .await
+                    .unwrap_or_default();
             }
             Some(view)
         }
         None => None,
     };
-    let status = status::observed(rc, ns, &sts, primary.as_ref(), Timestamp::now());
+    let status = status::observed(rc, ns, &sts, primary.as_ref(), replicas, Timestamp::now());
     write_status(c, rc, ns, rc.status.as_ref(), status).await?;
     Ok(match primary {
         // Sentinel fails over without telling the API server: look again.

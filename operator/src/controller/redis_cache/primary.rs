@@ -13,6 +13,7 @@ use super::roll::is_ready;
 use super::secrets::{base_url, service_host};
 use super::services::{PRIMARY, REPLICA, ROLE_LABEL, sentinel_name};
 use super::settings::{REDIS_PORT, SENTINEL_PORT};
+use crate::api::redis_cache::RedisReplica;
 use crate::broker::{BrokerError, BrokerUrl};
 use crate::controller::labels::OwnedBy;
 
@@ -98,29 +99,76 @@ fn in_sync(fields: &[String]) -> bool {
 /// to promote a replica and demote it (seconds); the roll replaces its pod right after.
 const PAUSE_WRITES_MS: u64 = 30_000;
 
+/// `<command> <args>` on the primary, through the client Service, within [`ASK_TIMEOUT`].
+async fn on_primary<T: redis::FromRedisValue>(
+    owner: &OwnedBy,
+    password: Option<&str>,
+    command: &str,
+    args: &[&str],
+) -> Result<T, BrokerError> {
+    let host = service_host(&owner.name, &owner.namespace);
+    let url = BrokerUrl::new(base_url(&host, REDIS_PORT, password));
+    let ask = async {
+        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
+        redis::cmd(command)
+            .arg(args)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+    };
+    tokio::time::timeout(ASK_TIMEOUT, ask)
+        .await
+        .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))?
+}
+
+/// The replicas as the primary sees them (`INFO replication`).
+pub(crate) async fn replicas(
+    owner: &OwnedBy,
+    password: Option<&str>,
+) -> Result<Vec<RedisReplica>, BrokerError> {
+    let info: String = on_primary(owner, password, "INFO", &["replication"]).await?;
+    Ok(replicas_of(&info, &owner.name))
+}
+
+/// The replicas of an `INFO replication` reply whose address is a pod of `statefulset`.
+pub(crate) fn replicas_of(info: &str, statefulset: &str) -> Vec<RedisReplica> {
+    let field = |line: &str, name: &str| -> Option<String> {
+        line.split(',')
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let primary_offset: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+        .filter_map(|l| {
+            let (_, fields) = l.split_once(':')?;
+            let number = |name| field(fields, name).and_then(|v| v.parse::<i64>().ok());
+            Some(RedisReplica {
+                pod: pod_of(&field(fields, "ip")?, statefulset)?,
+                state: field(fields, "state")?,
+                lag_bytes: (primary_offset - number("offset")?).max(0),
+                lag_seconds: number("lag")?,
+            })
+        })
+        .collect()
+}
+
 /// Asks the Sentinels to promote a replica now (a controlled failover, no waiting for the
 /// primary to be seen down). The primary first stops taking writes: one it took after the
 /// promotion and before its own demotion would be lost (its clients' connections stay on it
 /// until then); held, such a write fails once it is a replica and is pushed again on the new
 /// primary. A failover already going on is left to finish.
 pub(crate) async fn fail_over(owner: &OwnedBy, password: Option<&str>) -> Result<(), BrokerError> {
-    let host = service_host(&owner.name, &owner.namespace);
-    let url = BrokerUrl::new(base_url(&host, REDIS_PORT, password));
-    let pause = async {
-        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
-        redis::cmd("CLIENT")
-            .arg(&["PAUSE", &PAUSE_WRITES_MS.to_string(), "WRITE"])
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
-    };
-    tokio::time::timeout(ASK_TIMEOUT, pause)
-        .await
-        .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))??;
+    let pause = PAUSE_WRITES_MS.to_string();
+    on_primary::<()>(owner, password, "CLIENT", &["PAUSE", &pause, "WRITE"]).await?;
     match sentinel::<()>(owner, password, &["FAILOVER", &owner.name]).await {
         Err(BrokerError::Command(e)) if e.contains("INPROG") => Ok(()),
         other => other,
@@ -231,5 +279,32 @@ mod tests {
         assert!(!in_sync(&replica("slave", "err")));
         assert!(!in_sync(&replica("s_down,slave,disconnected", "ok")));
         assert!(!in_sync(&["name".to_string(), "b-1".to_string()]));
+    }
+
+    #[test]
+    fn replicas_and_their_lag_come_from_the_primarys_info() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+            slave0:ip=b-1.b-headless.shop.svc,port=6379,state=online,offset=900,lag=0\r\n\
+            slave1:ip=b-2.b-headless.shop.svc,port=6379,state=wait_bgsave,offset=0,lag=3\r\n\
+            slave2:ip=10.0.0.9,port=6379,state=online,offset=1000,lag=0\r\n\
+            master_repl_offset:1000\r\n";
+        assert_eq!(
+            replicas_of(info, "b"),
+            vec![
+                RedisReplica {
+                    pod: "b-1".into(),
+                    state: "online".into(),
+                    lag_bytes: 100,
+                    lag_seconds: 0
+                },
+                RedisReplica {
+                    pod: "b-2".into(),
+                    state: "wait_bgsave".into(),
+                    lag_bytes: 1000,
+                    lag_seconds: 3
+                },
+            ],
+            "an address that is no pod of the set is left out"
+        );
     }
 }

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::primary::PrimaryView;
 use super::secrets::{connection_secret_name, service_host};
 use super::settings::REDIS_PORT;
-use crate::api::redis_cache::{RedisCache, RedisCacheStatus};
+use crate::api::redis_cache::{RedisCache, RedisCacheStatus, RedisReplica};
 use crate::controller::conditions::{Conditioned, Observed, merge, rolled_out};
 
 pub(crate) const READY: &str = "Ready";
@@ -14,12 +14,14 @@ pub(crate) const READY: &str = "Ready";
 pub(crate) const PRIMARY: &str = "Primary";
 
 /// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet,
-/// `primary` what the Sentinels said (None without replication).
+/// `primary` what the Sentinels said (None without replication), `replicas` what the
+/// primary said of its replicas.
 pub(crate) fn observed(
     rc: &RedisCache,
     namespace: &str,
     sts: &StatefulSet,
     primary: Option<&PrimaryView>,
+    replicas: Vec<RedisReplica>,
     now: Timestamp,
 ) -> RedisCacheStatus {
     let name = rc.metadata.name.clone().unwrap_or_default();
@@ -80,6 +82,7 @@ pub(crate) fn observed(
             Some(PrimaryView::Named(pod)) => Some(pod.clone()),
             _ => None,
         },
+        replicas,
         conditions: merge(rc.conditions(), conditions, rc.metadata.generation, now),
     }
 }
@@ -136,7 +139,14 @@ mod tests {
 
     #[test]
     fn ready_when_the_pod_is_ready() {
-        let s = observed(&rc(), "shop", &sts(1), None, Timestamp::UNIX_EPOCH);
+        let s = observed(
+            &rc(),
+            "shop",
+            &sts(1),
+            None,
+            Vec::new(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.ready_replicas, Some(1));
         assert_eq!(s.endpoint.as_deref(), Some("cache.shop.svc:6379"));
@@ -147,7 +157,14 @@ mod tests {
 
     #[test]
     fn not_ready_names_the_count() {
-        let s = observed(&rc(), "shop", &sts(0), None, Timestamp::UNIX_EPOCH);
+        let s = observed(
+            &rc(),
+            "shop",
+            &sts(0),
+            None,
+            Vec::new(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].message, "0/1 Redis pods ready");
     }
@@ -155,7 +172,14 @@ mod tests {
     #[test]
     fn a_replicated_cache_is_ready_only_with_a_primary_and_names_it() {
         let named = PrimaryView::Named("cache-1".into());
-        let s = observed(&rc(), "shop", &sts(1), Some(&named), Timestamp::UNIX_EPOCH);
+        let s = observed(
+            &rc(),
+            "shop",
+            &sts(1),
+            Some(&named),
+            Vec::new(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.primary.as_deref(), Some("cache-1"));
         assert_eq!(s.conditions[0].status, "True", "{:?}", s.conditions);
         let primary = s
@@ -169,7 +193,14 @@ mod tests {
         );
 
         let lost = PrimaryView::Unknown("the Sentinels know no primary yet".into());
-        let s = observed(&rc(), "shop", &sts(1), Some(&lost), Timestamp::UNIX_EPOCH);
+        let s = observed(
+            &rc(),
+            "shop",
+            &sts(1),
+            Some(&lost),
+            Vec::new(),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.primary, None);
         assert_eq!(
             (
