@@ -137,13 +137,18 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     let mut replicas = Vec::new();
     let primary = match &settings.replication {
         Some(r) => {
-            let view = follow_primary(ctx, &owner, password.as_deref(), 1 + r.replicas).await?;
+            let pw = password.as_deref();
+            let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+            let listed = pods
+                .list(&ListParams::default().labels(&label_selector(&owner.selector)))
+                .await?
+                .items;
+            let view = primary::ask(&owner, pw).await;
             if let PrimaryView::Named(primary) = &view {
-                roll_step(ctx, rc, &owner, password.as_deref(), &sts, primary).await?;
+                primary::label(&pods, &listed, &owner.name, 1 + r.replicas, primary).await?;
+                roll_step(ctx, rc, &owner, pw, (&pods, &listed), &sts, primary).await?;
                 // Unanswered (a failover going on): none shown until the next look.
-                replicas = primary::replicas(&owner, password.as_deref())
-                    .await
-                    .unwrap_or_default();
+                replicas = primary::replicas(&owner, pw).await.unwrap_or_default();
             }
             Some(view)
         }
@@ -165,6 +170,7 @@ async fn roll_step(
     rc: &RedisCache,
     owner: &OwnedBy,
     password: Option<&str>,
+    (pods, listed): (&Api<Pod>, &[Pod]),
     sts: &StatefulSet,
     primary: &str,
 ) -> Result<()> {
@@ -173,19 +179,11 @@ async fn roll_step(
         return Ok(());
     };
     let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let selector = owner
-        .selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
     // Unknown counts as none in sync: the roll waits rather than risk the last good copy.
     let in_sync = primary::replicas_in_sync(owner, password)
         .await
         .unwrap_or(0);
-    match roll::next(&list.items, want, revision, primary, in_sync) {
+    match roll::next(listed, want, revision, primary, in_sync) {
         roll::Step::Replace(pod) => match pods.evict(&pod, &EvictParams::default()).await {
             Ok(_) => ctx.publish(
                 rc,
@@ -221,19 +219,13 @@ async fn roll_step(
     Ok(())
 }
 
-/// What the Sentinels say of the primary; the role label follows it.
-async fn follow_primary(
-    ctx: &Context,
-    owner: &OwnedBy,
-    password: Option<&str>,
-    pods: i32,
-) -> Result<PrimaryView> {
-    let view = primary::ask(owner, password).await;
-    if let PrimaryView::Named(pod) = &view {
-        let api = Api::namespaced(ctx.client.clone(), &owner.namespace);
-        primary::label(&api, &owner.name, pods, pod).await?;
-    }
-    Ok(view)
+/// `k=v,...`: the label selector of `labels`.
+fn label_selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The password (None without auth). A generated one is created once and then only read,

@@ -42,26 +42,21 @@ pub(crate) fn pod_of(address: &str, statefulset: &str) -> Option<String> {
         .map(|_| pod.to_string())
 }
 
-/// The Sentinel Service of `owner`.
-fn sentinel_url(owner: &OwnedBy, password: Option<&str>) -> BrokerUrl {
-    let host = service_host(&sentinel_name(&owner.name), &owner.namespace);
-    BrokerUrl::new(base_url(&host, SENTINEL_PORT, password))
-}
-
-/// `SENTINEL <args>` on one of the Sentinels, within [`ASK_TIMEOUT`].
-async fn sentinel<T: redis::FromRedisValue>(
-    owner: &OwnedBy,
+/// `<command> <args>` on the server at `host:port`, within [`ASK_TIMEOUT`].
+async fn query<T: redis::FromRedisValue>(
+    (host, port): (&str, i32),
     password: Option<&str>,
+    command: &str,
     args: &[&str],
 ) -> Result<T, BrokerError> {
-    let url = sentinel_url(owner, password);
+    let url = BrokerUrl::new(base_url(host, port, password));
     let ask = async {
         let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
         let mut conn = client
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
-        redis::cmd("SENTINEL")
+        redis::cmd(command)
             .arg(args)
             .query_async(&mut conn)
             .await
@@ -70,6 +65,27 @@ async fn sentinel<T: redis::FromRedisValue>(
     tokio::time::timeout(ASK_TIMEOUT, ask)
         .await
         .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))?
+}
+
+/// `SENTINEL <args>` on one of the Sentinels, through their Service.
+async fn sentinel<T: redis::FromRedisValue>(
+    owner: &OwnedBy,
+    password: Option<&str>,
+    args: &[&str],
+) -> Result<T, BrokerError> {
+    let host = service_host(&sentinel_name(&owner.name), &owner.namespace);
+    query((&host, SENTINEL_PORT), password, "SENTINEL", args).await
+}
+
+/// `<command> <args>` on the primary, through the client Service.
+async fn on_primary<T: redis::FromRedisValue>(
+    owner: &OwnedBy,
+    password: Option<&str>,
+    command: &str,
+    args: &[&str],
+) -> Result<T, BrokerError> {
+    let host = service_host(&owner.name, &owner.namespace);
+    query((&host, REDIS_PORT), password, command, args).await
 }
 
 /// Replicas the Sentinels know as in sync with the primary (link up, not down): those a
@@ -98,32 +114,6 @@ fn in_sync(fields: &[String]) -> bool {
 /// How long the primary holds writes while the Sentinels replace it: longer than they take
 /// to promote a replica and demote it (seconds); the roll replaces its pod right after.
 const PAUSE_WRITES_MS: u64 = 30_000;
-
-/// `<command> <args>` on the primary, through the client Service, within [`ASK_TIMEOUT`].
-async fn on_primary<T: redis::FromRedisValue>(
-    owner: &OwnedBy,
-    password: Option<&str>,
-    command: &str,
-    args: &[&str],
-) -> Result<T, BrokerError> {
-    let host = service_host(&owner.name, &owner.namespace);
-    let url = BrokerUrl::new(base_url(&host, REDIS_PORT, password));
-    let ask = async {
-        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
-        redis::cmd(command)
-            .arg(args)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
-    };
-    tokio::time::timeout(ASK_TIMEOUT, ask)
-        .await
-        .map_err(|_| BrokerError::Timeout(ASK_TIMEOUT))?
-}
 
 /// The replicas as the primary sees them (`INFO replication`).
 pub(crate) async fn replicas(
@@ -207,13 +197,16 @@ pub(crate) fn roles(statefulset: &str, pods: i32, primary: &str) -> Vec<(String,
 /// primary that is not ready gets none, so the client Service waits for it.
 pub(crate) async fn label(
     pods: &Api<Pod>,
+    listed: &[Pod],
     statefulset: &str,
     count: i32,
     primary: &str,
 ) -> Result<(), kube::Error> {
     // The Sentinels go on naming a lost primary until `downAfter` passes; its replacement
     // pod, not ready yet, must not get the label: it will start as a replica.
-    let ready = pods.get_opt(primary).await?.is_some_and(|p| is_ready(&p));
+    let ready = listed
+        .iter()
+        .any(|p| p.metadata.name.as_deref() == Some(primary) && is_ready(p));
     let primary = if ready { primary } else { "" };
     // The old primary loses its label first: the client Service never selects two pods.
     let mut roles = roles(statefulset, count, primary);
