@@ -167,8 +167,8 @@ impl TestNamespace {
 }
 
 impl TestNamespace {
-    /// After a failure: what the namespace held, its events, and what the chart's operator
-    /// pods (when installed) logged about it, saved beside the test logs.
+    /// After a failure: what the namespace held, its events, its pods' logs, and what the
+    /// chart's operator pods (when installed) logged about it, saved beside the test logs.
     fn save_diagnostics(&self) {
         let text = |args: &[&str]| {
             let out = kubectl(args);
@@ -183,6 +183,24 @@ impl TestNamespace {
         let mut report = text(&["get", "celery,all,pvc", "-n", ns, "-o", "wide"]);
         report += &text(&["get", "celery", "-n", ns, "-o", "yaml"]);
         report += &text(&["get", "events", "-n", ns, "--sort-by=.lastTimestamp"]);
+        // Containers on the real node log what led there (kwok's pods have no logs); a
+        // restarted container's previous run is often the one that explains it.
+        let pods =
+            String::from_utf8_lossy(&kubectl(&["get", "pods", "-n", ns, "-o", "name"]).stdout)
+                .into_owned();
+        for pod in pods.lines() {
+            for previous in ["--previous=false", "--previous=true"] {
+                report += &text(&[
+                    "logs",
+                    "-n",
+                    ns,
+                    pod,
+                    "--all-containers",
+                    "--timestamps",
+                    previous,
+                ]);
+            }
+        }
         let operator = chart::Release {
             name: "celery-operator".into(),
             namespace: "celery-operator".into(),

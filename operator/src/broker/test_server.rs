@@ -113,6 +113,9 @@ async fn spawn(port: u16, args: &[&str]) -> Child {
             "",
             "--bind",
             "127.0.0.1",
+            // A replica loads its copy from the socket instead of a dump.rdb in the cwd.
+            "--repl-diskless-load",
+            "swapdb",
         ])
         .args(args)
         .stdout(Stdio::null())
