@@ -67,9 +67,11 @@ fn broker_conf_loads_in_real_redis_with_the_requested_settings() {
 }
 
 /// The pod's own command line: `sh -c START_SCRIPT` reading the rendered file (port and data
-/// directory moved for the host), with the password only in the environment.
+/// directory moved for the host), with the passwords only in the environment: the password
+/// Secret's and the clients' (the connection Secret's), both accepted while a rotation makes
+/// them differ.
 #[test]
-fn the_pods_start_command_runs_redis_with_the_password_from_the_environment() {
+fn the_pods_start_command_runs_redis_with_the_passwords_from_the_environment() {
     use celery_operator::controller::redis_cache::settings::REDIS_PORT;
     use celery_operator::controller::redis_cache::stateful_set::START_SCRIPT;
     use celery_operator_e2e::redis::free_port;
@@ -79,31 +81,47 @@ fn the_pods_start_command_runs_redis_with_the_password_from_the_environment() {
         ..Default::default()
     };
     let conf = config_map::render_redis_conf(&settings::resolve(&spec).expect("valid spec"));
-    for (password, env) in [
-        (Some("fr0m-env"), vec![("REDIS_PASSWORD", "fr0m-env")]),
-        (None, vec![]),
+    let same = [
+        ("REDIS_PASSWORD", "fr0m-env"),
+        ("REDISCLI_AUTH", "fr0m-env"),
+    ];
+    let rotating = [("REDIS_PASSWORD", "n3w \"pass\""), ("REDISCLI_AUTH", "0ld")];
+    for (env, accepted) in [
+        (&same[..], &["fr0m-env"][..]),
+        (&rotating[..], &["0ld", "n3w \"pass\""][..]),
+        (&[][..], &[][..]),
     ] {
         let port = free_port();
         let port_line = format!("port {REDIS_PORT}");
         assert!(conf.lines().any(|l| l == port_line));
         let mut host_conf = conf.replace(&port_line, &format!("port {port}"));
-        if password.is_none() {
+        if accepted.is_empty() {
             // The pod's `bind * -::*` is loaded with auth above; unauthenticated, stay local.
             host_conf = host_conf.replace("bind * -::*", "bind 127.0.0.1");
         }
         let (dir, path) = write_host_conf(&host_conf);
         let script = START_SCRIPT.replace("/etc/redis/redis.conf", &path.display().to_string());
-        let redis = RedisServer::start_pod_command(&script, &env, dir, port, password);
+        let redis =
+            RedisServer::start_pod_command(&script, env, dir, port, accepted.first().copied());
         assert_eq!(redis.config_get("appendonly"), "yes");
-        assert_eq!(
-            redis.config_get("requirepass"),
-            password.unwrap_or_default()
-        );
+        let ping_as = |password: &str| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "PING"])
+                .env("REDISCLI_AUTH", password)
+                .output()
+                .expect("redis-cli");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        for password in accepted {
+            assert_eq!(ping_as(password), "PONG", "{password} is accepted");
+        }
         let anonymous =
             String::from_utf8_lossy(&redis.cli_anonymous(&["PING"]).stdout).into_owned();
-        match password {
-            Some(_) => assert!(anonymous.contains("NOAUTH"), "{anonymous}"),
-            None => assert_eq!(anonymous.trim(), "PONG", "auth disabled: no password"),
+        if accepted.is_empty() {
+            assert_eq!(anonymous.trim(), "PONG", "auth disabled: no password");
+        } else {
+            assert!(anonymous.contains("NOAUTH"), "{anonymous}");
+            assert_ne!(ping_as("fr0m-elsewhere"), "PONG", "only those two");
         }
     }
 }
@@ -215,6 +233,7 @@ fn rendered_worker_command_runs_real_celery_on_every_queue() {
         spec: &spec,
         replicas: 1,
         url_env,
+        secret_versions: BTreeMap::new(),
     });
     // What the RedisCache's connection Secret holds, pointed at the local Redis.
     let base = secrets::base_url("127.0.0.1", i32::from(redis.port), Some("w0rker"));

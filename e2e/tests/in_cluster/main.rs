@@ -139,6 +139,10 @@ fn main() -> ExitCode {
             replication::a_config_change_rolls_replicas_first_then_fails_over_once,
         ),
         trial(
+            "real_node_in_cluster_replicated_broker_rotating_the_password_under_traffic_fails_no_command_and_drops_the_old_one",
+            replication::rotating_the_password_under_traffic_fails_no_command_and_drops_the_old_one,
+        ),
+        trial(
             "real_node_in_cluster_leader_pod_killed_standby_takes_over_every_slot_once",
             failover::leader_pod_killed_standby_takes_over_every_slot_once,
         ),

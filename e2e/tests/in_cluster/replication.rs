@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use celery_operator::api::periodic_task::PeriodicTask;
 use celery_operator_e2e::{eventually, every_second_slot_ids, jsonpath, kubectl, ok};
 use chrono::DateTime;
@@ -16,16 +18,30 @@ use super::support::{WAIT, apply, redis_cache, setup, wait_ready, worker_pool};
 
 const CACHE: &str = "ha";
 
-/// stdout of `sh -c script` in `pod`, or None when kubectl or the script fails.
+/// stdout of `sh -c script` in `pod`, or None when kubectl or the script fails. redis-cli
+/// there authenticates with the password clients use now (the connection Secret's): the
+/// pod's own REDISCLI_AUTH is the one it started with, which a rotation may have dropped.
 fn sh(ns: &str, pod: &str, script: &str) -> Option<String> {
-    let out = kubectl(&["exec", "-n", ns, pod, "--", "sh", "-c", script]);
+    let cache = pod.rsplit_once('-').map_or(pod, |(set, _)| set);
+    let cache = cache.strip_suffix("-sentinel").unwrap_or(cache);
+    let secret = format!("secret/{cache}-connection");
+    let password = jsonpath(ns, &secret, "{.data.password}");
+    let password = String::from_utf8(STANDARD.decode(password).expect("base64")).expect("utf-8");
+    sh_as(ns, pod, &password, script)
+}
+
+/// Like [`sh`], redis-cli authenticating with `password`.
+fn sh_as(ns: &str, pod: &str, password: &str, script: &str) -> Option<String> {
+    let auth = format!("REDISCLI_AUTH={password}");
+    let out = kubectl(&[
+        "exec", "-n", ns, pod, "--", "env", &auth, "sh", "-c", script,
+    ]);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// The primary's address as the first Sentinel of `cache` tells it (its REDISCLI_AUTH is the
-/// password).
+/// The primary's address as the first Sentinel of `cache` tells it.
 fn sentinel_primary(ns: &str, cache: &str) -> Option<String> {
     sh(
         ns,
@@ -429,6 +445,161 @@ pub(crate) async fn a_config_change_rolls_replicas_first_then_fails_over_once() 
         "{primaries:?}"
     );
     assert_eq!(newest, primary, "the primary's pod was replaced last");
+    assert!(missing.is_empty(), "slots never pushed: {missing:?}");
+    assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
+}
+
+/// The worker pods of the pool `pool`.
+fn worker_pods(ns: &str) -> Vec<String> {
+    ok(kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        "app.kubernetes.io/instance=pool",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]))
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// A worker log line that shows a failed command or a lost connection.
+fn is_worker_error(line: &str) -> bool {
+    [
+        "ERROR",
+        "Connection to broker lost",
+        "WRONGPASS",
+        "NOAUTH",
+        "AuthenticationError",
+    ]
+    .iter()
+    .any(|marker| line.contains(marker))
+}
+
+pub(crate) async fn rotating_the_password_under_traffic_fails_no_command_and_drops_the_old_one() {
+    let (client, ns) = setup("ic-rotate").await;
+    let ns = &ns.name;
+    replicated_broker(ns).await;
+    apply(
+        ns,
+        &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
+    );
+    every_second_tasks(ns, "beat", TASKS, |i| {
+        if i % 2 == 0 { "unconsumed" } else { "celery" }
+    });
+    wait_ready(ns, &["workerpool/pool"]);
+    pushes_go_on(ns, 3 * TASKS / 2).await;
+
+    let password = |object: &str| {
+        let encoded = jsonpath(ns, object, "{.data.password}");
+        String::from_utf8(STANDARD.decode(encoded).expect("base64")).expect("utf-8")
+    };
+    let old = password("secret/broker-connection");
+    // Every old worker's whole log, followed until its pod is gone.
+    let old_workers = worker_pods(ns);
+    let followers: Vec<_> = old_workers
+        .iter()
+        .map(|pod| {
+            std::process::Command::new("kubectl")
+                .args(["logs", "-f", "-n", ns, pod])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("kubectl logs -f")
+        })
+        .collect();
+
+    let new = "r0tated-under-traffic";
+    let started = Instant::now();
+    ok(kubectl(&[
+        "patch",
+        "secret",
+        "broker-password",
+        "-n",
+        ns,
+        "-p",
+        &format!(r#"{{"stringData":{{"password":"{new}"}}}}"#),
+    ]));
+    eventually(
+        Duration::from_secs(300),
+        "the rotation to finish",
+        || async {
+            let status = jsonpath(
+                ns,
+                "rediscache/broker",
+                r#"{.status.conditions[?(@.type=="PasswordRotated")].status}"#,
+            );
+            (status == "True").then_some(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        password("secret/broker-connection"),
+        new,
+        "clients were moved"
+    );
+
+    // Every server takes the new password and refuses the old one.
+    let servers = ["broker-0", "broker-1", "broker-2"]
+        .map(|p| (p, 6379))
+        .into_iter()
+        .chain(
+            [
+                "broker-sentinel-0",
+                "broker-sentinel-1",
+                "broker-sentinel-2",
+            ]
+            .map(|p| (p, 26379)),
+        );
+    for (pod, port) in servers {
+        let ping = format!("redis-cli -p {port} PING 2>&1");
+        assert_eq!(sh_as(ns, pod, new, &ping).as_deref(), Some("PONG"), "{pod}");
+        let refused = sh_as(ns, pod, &old, &ping).unwrap_or_default();
+        assert!(
+            refused.contains("WRONGPASS"),
+            "{pod} takes the old password: {refused}"
+        );
+    }
+    // The workers rolled to the new one, and work goes on after the rotation.
+    let now = worker_pods(ns);
+    assert!(
+        now.iter().all(|p| !old_workers.contains(p)),
+        "old workers {old_workers:?} still run: {now:?}"
+    );
+    pushes_go_on(ns, 3 * TASKS / 2).await;
+
+    let counted: Vec<String> = (0..TASKS).step_by(2).map(|i| format!("beat-{i}")).collect();
+    let (missing, twice, pushed) = lost_and_doubled(&client, ns, &counted).await;
+    let mut worker_log = String::new();
+    for follower in followers {
+        let out = follower.wait_with_output().expect("old worker log");
+        worker_log += &String::from_utf8_lossy(&out.stdout);
+    }
+    for pod in worker_pods(ns) {
+        worker_log += &ok(kubectl(&["logs", "-n", ns, &pod]));
+    }
+    let errors: Vec<&str> = worker_log.lines().filter(|l| is_worker_error(l)).collect();
+    let warnings = celery_operator_e2e::events(ns, "type=Warning");
+    let failed_pushes: Vec<&str> = warnings
+        .lines()
+        .filter(|l| l.contains("BrokerUnreachable") || l.contains("RotationStalled"))
+        .collect();
+    eprintln!(
+        "rotation under traffic: done in {took:.1?}; {pushed} slots pushed, {} lost, {} twice; {} worker error lines; {} warnings of failed pushes or a stalled rotation",
+        missing.len(),
+        twice.len(),
+        errors.len(),
+        failed_pushes.len()
+    );
+    assert!(
+        errors.is_empty(),
+        "workers saw failed commands: {errors:#?}"
+    );
+    assert!(failed_pushes.is_empty(), "{failed_pushes:#?}");
     assert!(missing.is_empty(), "slots never pushed: {missing:?}");
     assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
 }

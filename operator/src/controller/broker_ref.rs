@@ -3,6 +3,8 @@
 //! variables that carry it into worker pods, always from a Secret, never inlined.
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+use kube::Resource;
+use kube::runtime::reflector::{self, ObjectRef};
 
 use crate::api::shared::{BrokerRef, SecretKeyRef};
 use crate::broker::BrokerUrl;
@@ -32,6 +34,9 @@ pub struct Resolved {
     /// Whether the broker is known to answer: a RedisCache's Ready condition (its Redis
     /// answers PING); a URL in a Secret is taken as answering, nothing tells otherwise.
     pub ready: bool,
+    /// The Secret the URL was read from and its resourceVersion: pods made from an older
+    /// version run with an older URL (a rotated password).
+    pub secret: (String, String),
 }
 
 /// Why a reference did not resolve. Only [`ResolveError::NotFound`] says something about the
@@ -88,6 +93,46 @@ pub(crate) fn reads(r: &BrokerRef, object: Read<'_>) -> bool {
     }
 }
 
+/// The objects of `store` whose broker references (`refs`) read an object that changed (a
+/// rotated password, a RedisCache that became Ready): reconciled at once, not at their
+/// resync.
+pub(crate) fn referencing<K>(
+    ctx: &Context,
+    store: reflector::Store<K>,
+    refs: fn(&K) -> Vec<&BrokerRef>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let (mut secrets, mut caches) = (ctx.secrets.changes(), ctx.redis_caches.changes());
+    tokio::spawn(async move {
+        loop {
+            // A listener that fell behind (Lagged) takes the next change; the resync covers
+            // what it missed.
+            let (ns, name, secret) = tokio::select! {
+                Ok((ns, name)) = secrets.recv() => (ns, name, true),
+                Ok((ns, name)) = caches.recv() => (ns, name, false),
+                else => return,
+            };
+            let read = if secret {
+                Read::Secret(&name)
+            } else {
+                Read::RedisCache(&name)
+            };
+            for obj in store.state() {
+                if obj.meta().namespace.as_deref() == Some(ns.as_str())
+                    && refs(&obj).into_iter().any(|r| reads(r, read))
+                    && tx.unbounded_send(ObjectRef::from_obj(&*obj)).is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// Checks that what `r` points at exists and reads its URL; `field` names the spec field
 /// (`spec.broker`) in the error. Reads go through the context's read caches: an object is
 /// fetched once per version, however many references name it.
@@ -110,14 +155,16 @@ pub async fn resolve(
                 )));
             };
             let connection_secret = connection_secret_name(name);
-            let base = ctx
+            let read = ctx
                 .secrets
                 .get_opt(ns, &connection_secret)
                 .await
                 .map_err(|e| {
                     ResolveError::unavailable(&field, format!("Secret {connection_secret}"), e)
-                })?
-                .and_then(|s| secret_value(&s, BASE_URL_KEY))
+                })?;
+            let base = read
+                .as_deref()
+                .and_then(|s| secret_value(s, BASE_URL_KEY))
                 .ok_or_else(|| {
                     ResolveError::Pending(format!(
                         "{field}: RedisCache {name} is being created: its connection Secret is not written yet"
@@ -127,6 +174,7 @@ pub async fn resolve(
             Ok(Resolved {
                 ready: is_true(cache.conditions(), redis_cache::status::READY),
                 url: BrokerUrl::new(format!("{}/{database}", base.trim_end_matches('/'))),
+                secret: (connection_secret.clone(), version(read.as_deref())),
                 broker: ResolvedBroker::RedisCache {
                     connection_secret,
                     database,
@@ -154,6 +202,7 @@ pub async fn resolve(
             Ok(Resolved {
                 ready: true,
                 url: BrokerUrl::new(url.trim()),
+                secret: (key_ref.name.clone(), version(Some(&*secret))),
                 broker: ResolvedBroker::SecretKey(key_ref.clone()),
             })
         }
@@ -161,6 +210,12 @@ pub async fn resolve(
             "{field}: set exactly one of redisCache or secretKeyRef"
         ))),
     }
+}
+
+fn version(secret: Option<&k8s_openapi::api::core::v1::Secret>) -> String {
+    secret
+        .and_then(|s| s.metadata.resource_version.clone())
+        .unwrap_or_default()
 }
 
 fn from_secret(name: &str, secret: &str, key: &str) -> EnvVar {

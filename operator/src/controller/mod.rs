@@ -36,6 +36,9 @@ pub const FIELD_MANAGER: &str = "celery-operator";
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A read through a read cache, whose error every waiting caller shares.
+    #[error("kubernetes API: {0}")]
+    KubeRead(std::sync::Arc<kube::Error>),
     #[error("CRD {0} is not installed; run `celery-operator crds | kubectl apply -f -`")]
     CrdMissing(String),
     #[error("invalid spec: {0}")]
@@ -57,7 +60,7 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
+            Error::Kube(_) | Error::KubeRead(_) => "kube",
             Error::CrdMissing(_) => "crd_missing",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Broker(broker_ref::ResolveError::NotFound(_)) => "broker_unresolved",

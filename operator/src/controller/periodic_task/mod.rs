@@ -103,47 +103,19 @@ pub async fn run_with_engine(
         .applied_objects()
         .predicate_filter(trigger_hash, PredicateConfig::default());
     Controller::for_stream(trigger, reader.clone())
-        .reconcile_on(referencing(&ctx, reader))
+        .reconcile_on(broker_ref::referencing(
+            &ctx,
+            reader,
+            |pt: &PeriodicTask| {
+                std::iter::once(&pt.spec.broker)
+                    .chain(&pt.spec.result_backend)
+                    .collect()
+            },
+        ))
         .shutdown_on_signal()
         .run(reconcile, error_policy, state)
         .for_each(|_| async {})
         .await;
-}
-
-/// The tasks whose broker or result backend reads an object that changed (a rotated
-/// password, a RedisCache that became Ready): reconciled at once, not at their resync.
-fn referencing(
-    ctx: &Context,
-    tasks: reflector::Store<PeriodicTask>,
-) -> impl futures::Stream<Item = ObjectRef<PeriodicTask>> + Send + 'static {
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    let (mut secrets, mut caches) = (ctx.secrets.changes(), ctx.redis_caches.changes());
-    tokio::spawn(async move {
-        loop {
-            // A listener that fell behind (Lagged) takes the next change; the resync covers
-            // what it missed.
-            let (ns, name, secret) = tokio::select! {
-                Ok((ns, name)) = secrets.recv() => (ns, name, true),
-                Ok((ns, name)) = caches.recv() => (ns, name, false),
-                else => return,
-            };
-            let read = if secret {
-                broker_ref::Read::Secret(&name)
-            } else {
-                broker_ref::Read::RedisCache(&name)
-            };
-            for pt in tasks.state() {
-                let references = std::iter::once(&pt.spec.broker).chain(&pt.spec.result_backend);
-                if pt.namespace().as_deref() == Some(ns.as_str())
-                    && references.into_iter().any(|r| broker_ref::reads(r, read))
-                    && tx.unbounded_send(ObjectRef::from_obj(&*pt)).is_err()
-                {
-                    return;
-                }
-            }
-        }
-    });
-    rx
 }
 
 fn trigger_hash(pt: &PeriodicTask) -> Option<u64> {

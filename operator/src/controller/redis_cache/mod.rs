@@ -4,6 +4,7 @@
 
 pub mod config_map;
 mod directives;
+pub(crate) mod password;
 pub(crate) mod pdb;
 pub(crate) mod primary;
 pub(crate) mod roll;
@@ -17,17 +18,20 @@ pub(crate) mod status;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
+use kube::ResourceExt;
 use kube::api::{EvictParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 
 use super::apply::{apply_and_report, write_status};
+use super::conditions::{Conditioned, Observed, Status};
 use super::labels::{OwnedBy, namespace, owned_objects};
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::redis_cache::{Purpose, RedisCache};
@@ -41,12 +45,15 @@ const SENTINEL_APP: &str = "redis-sentinel";
 /// Watches RedisCaches and the objects they own (only those labelled as ours).
 pub async fn run(ctx: Arc<Context>) {
     let owned = owned_objects();
-    Controller::new(ctx.watched::<RedisCache>(), watcher::Config::default())
+    let controller = Controller::new(ctx.watched::<RedisCache>(), watcher::Config::default());
+    let store = controller.store();
+    controller
         .owns(ctx.watched::<StatefulSet>(), owned.clone())
         .owns(ctx.watched::<ConfigMap>(), owned.clone())
         .owns(ctx.watched::<Secret>(), owned.clone())
         .owns(ctx.watched::<Service>(), owned.clone())
         .owns(ctx.watched::<PodDisruptionBudget>(), owned)
+        .reconcile_on(existing_secret_changes(&ctx, store))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
@@ -55,6 +62,42 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// The caches whose `auth.existingSecret` changed (a new password to rotate to); the
+/// generated password Secret is owned, and watched as such.
+fn existing_secret_changes(
+    ctx: &Context,
+    caches: reflector::Store<RedisCache>,
+) -> impl futures::Stream<Item = ObjectRef<RedisCache>> + Send + 'static {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let mut changes = ctx.secrets.changes();
+    tokio::spawn(async move {
+        loop {
+            let (ns, name) = match changes.recv().await {
+                Ok(key) => key,
+                // Fell behind: the next change comes anyway.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            for rc in caches.state() {
+                let reads = rc.spec.auth.enabled
+                    && rc
+                        .spec
+                        .auth
+                        .existing_secret
+                        .as_ref()
+                        .is_some_and(|r| r.name == name);
+                if rc.namespace().as_deref() == Some(ns.as_str())
+                    && reads
+                    && tx.unbounded_send(ObjectRef::from_obj(&*rc)).is_err()
+                {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }
 
 fn error_policy(rc: Arc<RedisCache>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -98,7 +141,7 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     let owner = OwnedBy::new(rc, APP, component)?;
     let ns = &owner.namespace;
 
-    let password = ensure_password(ctx, rc, &owner, &settings).await?;
+    let wanted = ensure_password(ctx, rc, &owner, &settings).await?;
     let redis_conf = config_map::render_redis_conf(&settings);
 
     let c = &ctx.client;
@@ -107,8 +150,20 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     let replicated = settings.replication.is_some();
     let sentinel_owner = OwnedBy::new(rc, SENTINEL_APP, "sentinel")?;
     let sentinel = replicated.then_some(&sentinel_owner);
+    let connection_secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let (password, rotation) = match wanted {
+        Some(wanted) => {
+            let connection = connection_secrets
+                .get_opt(&secrets::connection_secret_name(&owner.name))
+                .await?;
+            let (in_use, rotation) =
+                rotate_password(ctx, rc, &owner, &settings, &wanted, connection.as_ref()).await?;
+            (Some(in_use), rotation)
+        }
+        None => (None, None),
+    };
     let conn = secrets::build_connection_secret(&owner, password.as_deref(), replicated);
-    apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &conn).await?;
+    apply_and_report(ctx, rc, &connection_secrets, &conn).await?;
     for svc in services::build(&owner, sentinel) {
         apply_and_report(ctx, rc, &Api::namespaced(c.clone(), ns), &svc).await?;
     }
@@ -154,13 +209,152 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
         }
         None => None,
     };
-    let status = status::observed(rc, ns, &sts, primary.as_ref(), replicas, Timestamp::now());
+    let rotating = rotation.as_ref().is_some_and(|c| c.status != Status::True);
+    let learnt = status::FromServers {
+        primary: primary.as_ref(),
+        replicas,
+        rotation,
+    };
+    let status = status::observed(rc, ns, &sts, learnt, Timestamp::now());
     write_status(c, rc, ns, rc.status.as_ref(), status).await?;
-    Ok(match primary {
+    Ok(if rotating {
+        Action::requeue(password::LOOK_EVERY)
+    } else if primary.is_some() {
         // Sentinel fails over without telling the API server: look again.
-        Some(_) => Action::requeue(primary::LOOK_EVERY),
-        None => Action::await_change(),
+        Action::requeue(primary::LOOK_EVERY)
+    } else {
+        Action::await_change()
     })
+}
+
+/// Moves every server's own links to `wanted`, which all of them accept, then drops every
+/// other password; a server that fails stops it (the next look starts over).
+async fn drop_old_password(
+    servers: &[password::Server],
+    master_name: &str,
+    wanted: &str,
+) -> std::result::Result<(), String> {
+    for server in servers {
+        password::authenticate_links_with(server, master_name, wanted)
+            .await
+            .map_err(|err| {
+                format!(
+                    "{} did not move its links to the new password: {err}",
+                    server.pod
+                )
+            })?;
+    }
+    for server in servers {
+        password::drop_others(server, wanted)
+            .await
+            .map_err(|err| format!("{} did not drop the old password: {err}", server.pod))?;
+    }
+    Ok(())
+}
+
+/// The password clients use after this reconcile's step of a rotation (see [`password`]),
+/// and the rotation's condition (None for a cache whose password never changed).
+/// `connection` is the connection Secret as it was, holding the password clients use.
+async fn rotate_password(
+    ctx: &Context,
+    rc: &RedisCache,
+    owner: &OwnedBy,
+    settings: &Settings,
+    wanted: &str,
+    connection: Option<&Secret>,
+) -> Result<(String, Option<Observed>)> {
+    let in_use = connection
+        .and_then(|s| secrets::secret_value(s, secrets::PASSWORD_KEY))
+        .unwrap_or_else(|| wanted.to_string());
+    let previous = rc
+        .conditions()
+        .iter()
+        .find(|c| c.type_ == password::ROTATED);
+    if in_use == wanted && previous.is_none_or(|c| c.status == "True") {
+        let done = previous.map(|_| password::condition(&password::Step::Done));
+        return Ok((in_use, done));
+    }
+    let (redis_pods, sentinels) = match &settings.replication {
+        Some(r) => (1 + r.replicas, r.sentinels),
+        None => (1, 0),
+    };
+    let servers = password::servers(owner, redis_pods, sentinels);
+    let asked = futures::future::join_all(servers.iter().map(|s| password::accepted(s, &in_use)));
+    let accepted: Vec<_> = servers
+        .iter()
+        .cloned()
+        .zip(asked.await)
+        .map(|(server, answer)| {
+            if let Err(err) = &answer {
+                tracing::debug!(pod = %server.pod, error = %err, "password rotation: no answer");
+            }
+            (server, answer.ok())
+        })
+        .collect();
+    let rolling = match connection {
+        Some(secret) if in_use == wanted => {
+            let deployments: Api<Deployment> =
+                Api::namespaced(ctx.client.clone(), &owner.namespace);
+            let listed = deployments.list(&ListParams::default()).await?.items;
+            let version = secret
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default();
+            password::rolling_clients(
+                &listed,
+                &secrets::connection_secret_name(&owner.name),
+                version,
+            )
+        }
+        _ => Vec::new(),
+    };
+    let step = password::next(wanted, in_use == wanted, &accepted, rolling);
+    let servers: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
+    let mut client_password = in_use.clone();
+    let done = match &step {
+        password::Step::Accept(missing) => {
+            let mut done = Ok("every server accepts the new password next to the old".into());
+            for server in missing {
+                if let Err(err) = password::accept(server, &in_use, wanted).await {
+                    done = Err(format!(
+                        "{} did not take the new password: {err}",
+                        server.pod
+                    ));
+                }
+            }
+            done
+        }
+        password::Step::MoveClients => {
+            client_password = wanted.to_string();
+            Ok(format!(
+                "connection Secret {} moved to the new password; the WorkerPools that read it roll to it",
+                secrets::connection_secret_name(&owner.name)
+            ))
+        }
+        password::Step::DropOld => drop_old_password(&servers, &owner.name, wanted)
+            .await
+            .map(|()| "every server accepts only the new password now".into()),
+        _ => return Ok((client_password, Some(password::condition(&step)))),
+    };
+    match done {
+        Ok(note) => ctx.publish(
+            rc,
+            EventType::Normal,
+            "RotatingPassword",
+            "RotatePassword",
+            note,
+        ),
+        // The next look tries again from what the servers then accept.
+        Err(note) => ctx.publish(
+            rc,
+            EventType::Warning,
+            "RotationStalled",
+            "RotatePassword",
+            note,
+        ),
+    }
+    Ok((client_password, Some(password::condition(&step))))
 }
 
 /// One step of rolling the Redis pods to the StatefulSet's revision (see [`roll`]): at most
@@ -237,23 +431,34 @@ async fn ensure_password(
     settings: &Settings,
 ) -> Result<Option<String>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let (secret_name, key) = match &settings.auth {
-        AuthSettings::Disabled => return Ok(None),
-        AuthSettings::Existing(r) => (r.name.clone(), r.key.clone()),
-        AuthSettings::Generated => (
-            secrets::password_secret_name(&owner.name),
-            secrets::PASSWORD_KEY.to_string(),
-        ),
-    };
-    if let Some(secret) = secrets.get_opt(&secret_name).await? {
-        return secrets::secret_value(&secret, &key)
+    let value = |secret: &Secret, name: &str, key: &str| {
+        secrets::secret_value(secret, key)
             .map(Some)
-            .ok_or_else(|| Error::MissingSecret(format!("Secret {secret_name} has no key {key}")));
-    }
-    if matches!(settings.auth, AuthSettings::Existing(_)) {
-        return Err(Error::MissingSecret(format!(
-            "spec.auth.existingSecret: Secret {secret_name} not found"
-        )));
+            .ok_or_else(|| Error::MissingSecret(format!("Secret {name} has no key {key}")))
+    };
+    let secret_name = match &settings.auth {
+        AuthSettings::Disabled => return Ok(None),
+        AuthSettings::Existing(r) => {
+            // Read through the read cache, whose watch brings this cache back when the
+            // Secret changes: that starts a rotation.
+            let secret = ctx
+                .secrets
+                .get_opt(&owner.namespace, &r.name)
+                .await
+                .map_err(Error::KubeRead)?
+                .ok_or_else(|| {
+                    Error::MissingSecret(format!(
+                        "spec.auth.existingSecret: Secret {} not found",
+                        r.name
+                    ))
+                })?;
+            return value(&secret, &r.name, &r.key);
+        }
+        AuthSettings::Generated => secrets::password_secret_name(&owner.name),
+    };
+    let key = secrets::PASSWORD_KEY;
+    if let Some(secret) = secrets.get_opt(&secret_name).await? {
+        return value(&secret, &secret_name, key);
     }
     let password = secrets::generate_password();
     let secret = secrets::build_password_secret(owner, &password);
@@ -279,12 +484,7 @@ async fn ensure_password(
         }
         // Another reconcile won the race: use its password, never ours.
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            let secret = secrets.get(&secret_name).await?;
-            secrets::secret_value(&secret, &key)
-                .map(Some)
-                .ok_or_else(|| {
-                    Error::MissingSecret(format!("Secret {secret_name} has no key {key}"))
-                })
+            value(&secrets.get(&secret_name).await?, &secret_name, key)
         }
         Err(e) => Err(e.into()),
     }

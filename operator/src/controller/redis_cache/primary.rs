@@ -43,7 +43,7 @@ pub(crate) fn pod_of(address: &str, statefulset: &str) -> Option<String> {
 }
 
 /// `<command> <args>` on the server at `host:port`, within [`ASK_TIMEOUT`].
-async fn query<T: redis::FromRedisValue>(
+pub(super) async fn query<T: redis::FromRedisValue>(
     (host, port): (&str, i32),
     password: Option<&str>,
     command: &str,

@@ -41,13 +41,15 @@ conf=/sentinel/sentinel.conf
   echo "sentinel announce-ip $me"
   echo "sentinel monitor $MASTER_NAME $primary 6379 $QUORUM"
   echo "sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS"
-  echo "sentinel failover-timeout $MASTER_NAME 10000"
+  echo "sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS"
   echo "sentinel parallel-syncs $MASTER_NAME 1"
   if [ -n "${REDIS_PASSWORD:-}" ]; then
-    pw=$(printf '%s' "$REDIS_PASSWORD" | sed 's/\\/\\\\/g; s/"/\\"/g')
-    echo "requirepass \"$pw\""
-    echo "sentinel sentinel-pass \"$pw\""
-    echo "sentinel auth-pass $MASTER_NAME \"$pw\""
+    quoted() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
+    wanted=$(quoted "$REDIS_PASSWORD")
+    in_use=$(quoted "$REDISCLI_AUTH")
+    echo "user default on \">$wanted\" \">$in_use\" ~* &* +@all"
+    echo "sentinel sentinel-pass \"$in_use\""
+    echo "sentinel auth-pass $MASTER_NAME \"$in_use\""
   fi
 } > "$conf"
 exec redis-server "$conf" --sentinel"#;

@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::config_map::{CONFIG_KEY, config_map_name};
-use super::secrets::{PASSWORD_KEY, password_secret_name};
+use super::secrets::{PASSWORD_KEY, connection_secret_name, password_secret_name};
 use super::services::{headless_service_name, sentinel_headless_service_name, sentinel_name};
 use super::settings::{AuthSettings, REDIS_PORT, Settings, down_after_ms};
 use crate::api::redis_cache::{PersistenceMode, Replication};
@@ -30,22 +30,30 @@ pub const CONFIG_CHECKSUM_ANNOTATION: &str = "celeryoperator.io/config-checksum"
 /// uid/gid of the `redis` user in the official images.
 const REDIS_UID: i64 = 999;
 
-/// The container's start command: the password, when there is one, comes from the
-/// environment so it is in neither the ConfigMap nor the pod spec.
+/// The container's start command: the passwords, when there are, come from the environment
+/// so they are in neither the ConfigMap nor the pod spec. It accepts both the password
+/// Secret's (`REDIS_PASSWORD`) and the clients' (`REDISCLI_AUTH`, from the connection
+/// Secret): they differ only during a rotation (see `password.rs`).
 pub const START_SCRIPT: &str = r#"set -- redis-server /etc/redis/redis.conf
-if [ -n "${REDIS_PASSWORD:-}" ]; then set -- "$@" --requirepass "$REDIS_PASSWORD"; fi
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  set -- "$@" --user default on ">$REDIS_PASSWORD" ">$REDISCLI_AUTH" '~*' '&*' '+@all'
+fi
 exec "$@""#;
 
 /// The start of a replicated pod: whoever the Sentinels name as primary is followed, so a
 /// returning old primary starts as a replica of the new one instead of taking writes. A pod
 /// the Sentinels still name while it starts is the primary that just went away: its
 /// replicas may hold writes it lost (AOF syncs every second), so it waits for a promotion
-/// (`downAfter` plus 10 s at most) and takes the role back only if none comes. Only when no
+/// and takes the role back only if none comes. The wait (`downAfter`, two failover timeouts
+/// and 10 s) outlasts a failed first attempt: Sentinels whose votes split try again only
+/// after twice the failover timeout. Only when no
 /// Sentinel answers within 30 s (a new set whose Sentinels still start, or all of them lost)
 /// does pod 0 start as primary and the others follow it.
 pub const REPLICATED_START_SCRIPT: &str = r#"me="$(hostname).$HEADLESS_SERVICE.$POD_NAMESPACE.svc"
 set -- redis-server /etc/redis/redis.conf --replica-announce-ip "$me"
-if [ -n "${REDIS_PASSWORD:-}" ]; then set -- "$@" --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD"; fi
+if [ -n "${REDIS_PASSWORD:-}" ]; then
+  set -- "$@" --user default on ">$REDIS_PASSWORD" ">$REDISCLI_AUTH" '~*' '&*' '+@all' --masterauth "$REDISCLI_AUTH"
+fi
 sentinel() {
   for n in $(seq 0 $((SENTINELS - 1))); do
     redis-cli -h "$SENTINEL_SET-$n.$SENTINEL_SERVICE.$POD_NAMESPACE.svc" -p 26379 --raw SENTINEL "$@" 2>/dev/null && return
@@ -62,7 +70,7 @@ while [ -z "$primary" ] && [ "$tries" -lt 30 ]; do
 done
 if [ "$primary" = "$me" ] && sentinel replicas "$MASTER_NAME" | grep -q '^name$'; then
   waited=0
-  while [ "$primary" = "$me" ] && [ "$waited" -lt $((DOWN_AFTER_MS / 1000 + 10)) ]; do
+  while [ "$primary" = "$me" ] && [ "$waited" -lt $(((DOWN_AFTER_MS + 2 * FAILOVER_TIMEOUT_MS) / 1000 + 10)) ]; do
     sleep 1; waited=$((waited + 1)); primary=$(ask); [ -n "$primary" ] || primary="$me"
   done
 fi
@@ -71,9 +79,13 @@ echo "primary: $primary"
 if [ "$primary" != "$me" ]; then set -- "$@" --replicaof "$primary" 6379; fi
 exec "$@""#;
 
-/// `redis-cli` reads the password from REDISCLI_AUTH, so it never shows in the probe.
+/// `redis-cli` reads the password from REDISCLI_AUTH, so it never shows in the probe. A
+/// server that refuses that password answers too: the environment is fixed at start and a
+/// rotation may have dropped the password since.
 fn ping_script(port: i32) -> String {
-    format!("redis-cli -p {port} ping | grep -q PONG")
+    format!(
+        r#"case "$(redis-cli -p {port} ping 2>&1)" in *PONG*|*WRONGPASS*) ;; *) exit 1 ;; esac"#
+    )
 }
 
 pub struct Inputs<'a> {
@@ -100,16 +112,26 @@ fn password_source(auth: &AuthSettings, name: &str) -> Option<EnvVarSource> {
     })
 }
 
-/// `REDIS_PASSWORD` for the server and `REDISCLI_AUTH` for redis-cli, from the Secret.
+/// `REDIS_PASSWORD`, the password Secret's, and `REDISCLI_AUTH`, the connection Secret's
+/// (the one clients use, which every server accepts even during a rotation): redis-cli,
+/// `masterauth` and the Sentinels' links use the latter.
 pub(crate) fn password_env(auth: &AuthSettings, name: &str) -> Vec<EnvVar> {
     let Some(source) = password_source(auth, name) else {
         return Vec::new();
     };
-    ["REDIS_PASSWORD", "REDISCLI_AUTH"]
+    let in_use = EnvVarSource {
+        secret_key_ref: Some(SecretKeySelector {
+            name: connection_secret_name(name),
+            key: PASSWORD_KEY.to_string(),
+            optional: Some(false),
+        }),
+        ..Default::default()
+    };
+    [("REDIS_PASSWORD", source), ("REDISCLI_AUTH", in_use)]
         .into_iter()
-        .map(|var| EnvVar {
+        .map(|(var, source)| EnvVar {
             name: var.into(),
-            value_from: Some(source.clone()),
+            value_from: Some(source),
             ..Default::default()
         })
         .collect()
@@ -180,6 +202,12 @@ pub(crate) fn pod_namespace_env() -> EnvVar {
     }
 }
 
+/// The Sentinels' `failover-timeout`: how long a failover may take before it is given up,
+/// and half the time before the next attempt (Sentinel's default is 3 minutes). Promoting a
+/// replica takes milliseconds; a second attempt after 8 s instead of 6 minutes is what
+/// keeps a split vote short.
+pub(crate) const FAILOVER_TIMEOUT_MS: u64 = 4_000;
+
 /// What a replicated pod's start needs to find the Sentinels and the first primary.
 pub(crate) fn replication_env(owner: &OwnedBy, r: &Replication) -> Result<Vec<EnvVar>, String> {
     Ok(vec![
@@ -194,6 +222,7 @@ pub(crate) fn replication_env(owner: &OwnedBy, r: &Replication) -> Result<Vec<En
         env_value("SENTINELS", r.sentinels.to_string()),
         env_value("MASTER_NAME", owner.name.clone()),
         env_value("DOWN_AFTER_MS", down_after_ms(r)?.to_string()),
+        env_value("FAILOVER_TIMEOUT_MS", FAILOVER_TIMEOUT_MS.to_string()),
     ])
 }
 
@@ -430,6 +459,16 @@ mod tests {
         assert_eq!(
             (key_ref.name.as_str(), key_ref.key.as_str()),
             ("broker-password", "password")
+        );
+        let in_use = env[1]
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("secret ref");
+        assert_eq!(
+            (in_use.name.as_str(), in_use.key.as_str()),
+            ("broker-connection", "password"),
+            "redis-cli and the links between servers use the clients' password, which every server accepts during a rotation"
         );
         let probe = c
             .readiness_probe

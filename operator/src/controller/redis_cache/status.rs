@@ -13,15 +13,27 @@ pub(crate) const READY: &str = "Ready";
 
 pub(crate) const PRIMARY: &str = "Primary";
 
-/// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet,
-/// `primary` what the Sentinels said (None without replication), `replicas` what the
-/// primary said of its replicas.
+/// What the servers told this reconcile.
+#[derive(Default)]
+pub(crate) struct FromServers<'a> {
+    /// What the Sentinels said (None without replication).
+    pub(crate) primary: Option<&'a PrimaryView>,
+    /// What the primary said of its replicas.
+    pub(crate) replicas: Vec<RedisReplica>,
+    /// Where a password rotation is (None for a cache whose password never changed).
+    pub(crate) rotation: Option<Observed>,
+}
+
+/// Status of a RedisCache whose objects were applied; `sts` is the applied StatefulSet.
 pub(crate) fn observed(
     rc: &RedisCache,
     namespace: &str,
     sts: &StatefulSet,
-    primary: Option<&PrimaryView>,
-    replicas: Vec<RedisReplica>,
+    FromServers {
+        primary,
+        replicas,
+        rotation,
+    }: FromServers<'_>,
     now: Timestamp,
 ) -> RedisCacheStatus {
     let name = rc.metadata.name.clone().unwrap_or_default();
@@ -73,6 +85,7 @@ pub(crate) fn observed(
         ),
     };
     conditions.insert(0, condition);
+    conditions.extend(rotation);
     RedisCacheStatus {
         observed_generation: rc.metadata.generation,
         ready_replicas: Some(ready),
@@ -143,8 +156,7 @@ mod tests {
             &rc(),
             "shop",
             &sts(1),
-            None,
-            Vec::new(),
+            FromServers::default(),
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(s.observed_generation, Some(3));
@@ -161,8 +173,7 @@ mod tests {
             &rc(),
             "shop",
             &sts(0),
-            None,
-            Vec::new(),
+            FromServers::default(),
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(s.conditions[0].status, "False");
@@ -176,8 +187,10 @@ mod tests {
             &rc(),
             "shop",
             &sts(1),
-            Some(&named),
-            Vec::new(),
+            FromServers {
+                primary: Some(&named),
+                ..Default::default()
+            },
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(s.primary.as_deref(), Some("cache-1"));
@@ -197,8 +210,10 @@ mod tests {
             &rc(),
             "shop",
             &sts(1),
-            Some(&lost),
-            Vec::new(),
+            FromServers {
+                primary: Some(&lost),
+                ..Default::default()
+            },
             Timestamp::UNIX_EPOCH,
         );
         assert_eq!(s.primary, None);

@@ -1,5 +1,7 @@
 //! The worker Deployment: `celery -A <app> worker` with exactly the flags the spec implies.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
@@ -124,7 +126,13 @@ pub struct Inputs<'a> {
     /// Broker and result backend URL variables (from Secrets), set before the user's env so
     /// the user's variables can refer to them.
     pub url_env: Vec<EnvVar>,
+    /// The Secrets those URLs come from, by name, and the resourceVersion each was read at.
+    pub secret_versions: BTreeMap<String, String>,
 }
+
+/// Pod template annotation `name=resourceVersion,...` of the Secrets the broker URLs come
+/// from: a new version (a rotated password) rolls the workers, which read env only at start.
+pub const SECRET_VERSIONS_ANNOTATION: &str = "celeryoperator.io/secret-versions";
 
 pub fn build(i: Inputs<'_>) -> Deployment {
     let spec = i.spec;
@@ -160,7 +168,19 @@ pub fn build(i: Inputs<'_>) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(i.owner.labels.clone()),
-                    annotations: (!pod.annotations.is_empty()).then(|| pod.annotations.clone()),
+                    annotations: {
+                        let mut annotations = pod.annotations.clone();
+                        if !i.secret_versions.is_empty() {
+                            let versions: Vec<String> = i
+                                .secret_versions
+                                .iter()
+                                .map(|(name, version)| format!("{name}={version}"))
+                                .collect();
+                            annotations
+                                .insert(SECRET_VERSIONS_ANNOTATION.into(), versions.join(","));
+                        }
+                        (!annotations.is_empty()).then_some(annotations)
+                    },
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -209,7 +229,6 @@ mod tests {
             problems[3].starts_with("spec.extraArgs[5]: --concurrency is set by spec.concurrency")
         );
     }
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::api::shared::BrokerRef;
@@ -298,7 +317,20 @@ mod tests {
             spec: &s,
             replicas: 3,
             url_env: vec![url],
+            secret_versions: BTreeMap::from([
+                ("broker-connection".to_string(), "41".to_string()),
+                ("results".to_string(), "7".to_string()),
+            ]),
         });
+        let annotations = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+        assert_eq!(
+            annotations
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION))
+                .map(String::as_str),
+            Some("broker-connection=41,results=7"),
+            "a new version of either Secret rolls the workers"
+        );
         let spec = d.spec.expect("spec");
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.expect("pod");
@@ -389,6 +421,7 @@ mod tests {
             spec: &s,
             replicas: 1,
             url_env: Vec::new(),
+            secret_versions: BTreeMap::new(),
         });
         let spec = d.spec.expect("spec");
         assert_eq!(spec.selector.match_labels, Some(selector.clone()));

@@ -7,6 +7,7 @@ pub(crate) mod heartbeats;
 pub(crate) mod load;
 pub(crate) mod status;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,7 @@ pub async fn run(ctx: Arc<Context>) {
     tokio::spawn(autoscaler.clone().run());
     let controller = Controller::new(ctx.watched::<WorkerPool>(), watcher::Config::default());
     let pools = controller.store();
+    let pools_read = pools.clone();
     // A deleted pool is never reconciled again (it has no finalizer): the autoscaler drops
     // the pools the watch no longer holds, and with them their broker connections.
     {
@@ -86,6 +88,12 @@ pub async fn run(ctx: Arc<Context>) {
         )
         // The autoscaler asks for a reconcile when its decision changes.
         .reconcile_on(triggered)
+        // A new version of a broker Secret (a rotated password) rolls the workers now.
+        .reconcile_on(broker::referencing(&ctx, pools_read, |wp: &WorkerPool| {
+            std::iter::once(&wp.spec.broker)
+                .chain(&wp.spec.result_backend)
+                .collect()
+        }))
         .shutdown_on_signal()
         .run(reconcile, error_policy, pool_ctx)
         .for_each(|_| async {})
@@ -193,9 +201,11 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
     }
     let broker = broker::resolve(ctx, ns, "spec.broker", &wp.spec.broker).await?;
     let mut url_env = broker::url_env("CELERY_BROKER_URL", &broker.broker);
+    let mut secret_versions = BTreeMap::from([broker.secret.clone()]);
     if let Some(rb) = &wp.spec.result_backend {
         let b = broker::resolve(ctx, ns, "spec.resultBackend", rb).await?;
         url_env.extend(broker::url_env("CELERY_RESULT_BACKEND", &b.broker));
+        secret_versions.insert(b.secret.0, b.secret.1);
     }
     let deployments: Api<Deployment> = Api::namespaced(c.clone(), ns);
     let (replicas, measurement) = match &wp.spec.autoscaling {
@@ -266,6 +276,7 @@ async fn apply_all(wp: &WorkerPool, pctx: &PoolContext, ns: &str) -> Result<Acti
         spec: &wp.spec,
         replicas,
         url_env,
+        secret_versions,
     });
     let applied = apply_and_report(ctx, wp, &deployments, &desired).await?;
     let autoscaled = wp.spec.autoscaling.as_ref().map(|_| measurement.as_ref());

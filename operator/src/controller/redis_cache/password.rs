@@ -1,0 +1,458 @@
+//! Rotating the password with no failed command. The password Secret holds the password
+//! wanted; the connection Secret the one clients use. While they differ, or until the old
+//! one is gone, each reconcile takes one step:
+//! 1. every server (the Redis pods and the Sentinels) is made to accept the new password as
+//!    well as the old (`ACL SETUSER default >new`);
+//! 2. once all do, clients move: the connection Secret gets the new password, and the
+//!    WorkerPools that read it roll to it;
+//! 3. once those have rolled, each server authenticates its own links with the new password
+//!    (`masterauth`, the Sentinels' `auth-pass` and `sentinel-pass`) and drops every other
+//!    (`ACL SETUSER default resetpass >new`).
+//!
+//! Connections authenticated before keep working through all of it. A server that starts
+//! during a rotation accepts both passwords from its environment (see the start scripts),
+//! so a pod lost mid-way does not stop it. The state lives in the servers' ACLs and the
+//! connection Secret, never in the operator.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use ring::digest::{SHA256, digest};
+
+use super::primary::query;
+use super::services::{headless_service_name, sentinel_headless_service_name, sentinel_name};
+use super::settings::{REDIS_PORT, SENTINEL_PORT};
+use crate::broker::BrokerError;
+use crate::controller::conditions::{Observed, rolled_out};
+use crate::controller::labels::OwnedBy;
+use crate::controller::worker_pool::deployment::SECRET_VERSIONS_ANNOTATION;
+
+/// How often a rotation is looked at while it goes on: each look takes one step.
+pub(crate) const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The condition a rotation writes; a cache whose password never changed has none.
+pub(crate) const ROTATED: &str = "PasswordRotated";
+
+/// A Redis pod or a Sentinel, at its pod's DNS name.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Server {
+    pub(crate) pod: String,
+    host: String,
+    port: i32,
+    sentinel: bool,
+}
+
+/// Every server of a cache: `redis_pods` Redis pods and `sentinels` Sentinels.
+pub(crate) fn servers(owner: &OwnedBy, redis_pods: i32, sentinels: i32) -> Vec<Server> {
+    let (name, ns) = (&owner.name, &owner.namespace);
+    let set = |statefulset: String, service: String, count: i32, port: i32, sentinel| {
+        (0..count).map(move |n| Server {
+            pod: format!("{statefulset}-{n}"),
+            host: format!("{statefulset}-{n}.{service}.{ns}.svc"),
+            port,
+            sentinel,
+        })
+    };
+    set(
+        name.clone(),
+        headless_service_name(name),
+        redis_pods,
+        REDIS_PORT,
+        false,
+    )
+    .chain(set(
+        sentinel_name(name),
+        sentinel_headless_service_name(name),
+        sentinels,
+        SENTINEL_PORT,
+        true,
+    ))
+    .collect()
+}
+
+/// How Redis shows a password in `ACL GETUSER`.
+pub(crate) fn hash(password: &str) -> String {
+    digest(&SHA256, password.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The next step of a rotation.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Step {
+    /// Every server accepts the wanted password only, and clients use it.
+    Done,
+    /// These pods do not answer: nothing moves until they do (or restart, accepting both).
+    Unreachable(Vec<String>),
+    /// These servers do not accept the wanted password yet.
+    Accept(Vec<Server>),
+    /// Every server accepts it: clients may move to it.
+    MoveClients,
+    /// These Deployments still run pods with the old password.
+    WaitForClients(Vec<String>),
+    /// Clients have moved: the servers drop every other password.
+    DropOld,
+}
+
+/// What to do, given the password hashes each server accepts (None: it did not answer),
+/// whether clients were given the wanted password, and the client Deployments not rolled to
+/// it yet.
+pub(crate) fn next(
+    wanted: &str,
+    clients_given_it: bool,
+    accepted: &[(Server, Option<Vec<String>>)],
+    rolling: Vec<String>,
+) -> Step {
+    let unreachable: Vec<String> = accepted
+        .iter()
+        .filter(|(_, hashes)| hashes.is_none())
+        .map(|(s, _)| s.pod.clone())
+        .collect();
+    if !unreachable.is_empty() {
+        return Step::Unreachable(unreachable);
+    }
+    let wanted = hash(wanted);
+    let hashes = accepted
+        .iter()
+        .map(|(s, h)| (s, h.as_deref().unwrap_or_default()));
+    if !clients_given_it {
+        let missing: Vec<Server> = hashes
+            .filter(|(_, h)| !h.contains(&wanted))
+            .map(|(s, _)| s.clone())
+            .collect();
+        return if missing.is_empty() {
+            Step::MoveClients
+        } else {
+            Step::Accept(missing)
+        };
+    }
+    if hashes.clone().all(|(_, h)| h == [wanted.clone()]) {
+        Step::Done
+    } else if !rolling.is_empty() {
+        Step::WaitForClients(rolling)
+    } else {
+        Step::DropOld
+    }
+}
+
+/// The condition a step shows.
+pub(crate) fn condition(step: &Step) -> Observed {
+    let names = |v: &[String]| v.join(", ");
+    let (status, reason, message) = match step {
+        Step::Done => (
+            true,
+            "Rotated",
+            "every server accepts only the password of the password Secret, and clients use it"
+                .to_string(),
+        ),
+        Step::Unreachable(pods) => (
+            false,
+            "ServerUnreachable",
+            format!("rotating the password: waiting for {} to answer", names(pods)),
+        ),
+        Step::Accept(servers) => (
+            false,
+            "AcceptingNew",
+            format!(
+                "rotating the password: {} accept the new one next to the old",
+                names(&servers.iter().map(|s| s.pod.clone()).collect::<Vec<_>>())
+            ),
+        ),
+        Step::MoveClients => (
+            false,
+            "MovingClients",
+            "rotating the password: every server accepts both; the connection Secret moves to the new one".to_string(),
+        ),
+        Step::WaitForClients(deployments) => (
+            false,
+            "WaitingForClients",
+            format!(
+                "rotating the password: waiting for Deployments {} to roll to the new one",
+                names(deployments)
+            ),
+        ),
+        Step::DropOld => (
+            false,
+            "DroppingOld",
+            "rotating the password: clients use the new one; the servers drop the old".to_string(),
+        ),
+    };
+    Observed::new(ROTATED, status, reason, message)
+}
+
+/// The Deployments that read `secret` (by their pods' annotation) and still run, or will
+/// run, pods made from an older version of it than `version`.
+pub(crate) fn rolling_clients(
+    deployments: &[Deployment],
+    secret: &str,
+    version: &str,
+) -> Vec<String> {
+    deployments
+        .iter()
+        .filter(|d| {
+            let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
+            let read = template
+                .and_then(|m| m.annotations.as_ref())
+                .and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION))
+                .map(|v| read_versions(v))
+                .unwrap_or_default();
+            let Some(seen) = read.get(secret) else {
+                return false;
+            };
+            let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = d.status.clone().unwrap_or_default();
+            let updated = status.updated_replicas.unwrap_or(0);
+            seen != version
+                || !rolled_out(
+                    d.metadata.generation,
+                    status.observed_generation,
+                    Some(updated),
+                    spec_replicas,
+                )
+                // Pods of the old template are still there.
+                || status.replicas.unwrap_or(0) > updated
+        })
+        .filter_map(|d| d.metadata.name.clone())
+        .collect()
+}
+
+/// `name=version,...` as the annotation holds it.
+pub(crate) fn read_versions(annotation: &str) -> BTreeMap<String, String> {
+    annotation
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The password hashes `server` accepts, asked with a password it accepts.
+pub(crate) async fn accepted(server: &Server, password: &str) -> Result<Vec<String>, BrokerError> {
+    let user: Vec<redis::Value> = query(
+        (&server.host, server.port),
+        Some(password),
+        "ACL",
+        &["GETUSER", "default"],
+    )
+    .await?;
+    let field = user.chunks(2).find(|kv| {
+        matches!(&kv[0], redis::Value::BulkString(b) if b == b"passwords")
+            || matches!(&kv[0], redis::Value::SimpleString(s) if s == "passwords")
+    });
+    let passwords = field
+        .and_then(|kv| kv.get(1))
+        .cloned()
+        .unwrap_or(redis::Value::Nil);
+    redis::from_redis_value(passwords).map_err(|e| BrokerError::Command(e.to_string()))
+}
+
+/// Makes `server` accept `wanted` next to what it accepts.
+pub(crate) async fn accept(
+    server: &Server,
+    password: &str,
+    wanted: &str,
+) -> Result<(), BrokerError> {
+    let add = format!(">{wanted}");
+    query(
+        (&server.host, server.port),
+        Some(password),
+        "ACL",
+        &["SETUSER", "default", &add],
+    )
+    .await
+}
+
+/// Makes `server` authenticate its own links (to the primary, to Redis and to the other
+/// Sentinels) with `wanted`, which every server accepts by now.
+pub(crate) async fn authenticate_links_with(
+    server: &Server,
+    master_name: &str,
+    wanted: &str,
+) -> Result<(), BrokerError> {
+    let at = (server.host.as_str(), server.port);
+    if server.sentinel {
+        query::<()>(
+            at,
+            Some(wanted),
+            "SENTINEL",
+            &["SET", master_name, "auth-pass", wanted],
+        )
+        .await?;
+        query(
+            at,
+            Some(wanted),
+            "SENTINEL",
+            &["CONFIG", "SET", "sentinel-pass", wanted],
+        )
+        .await
+    } else {
+        query(at, Some(wanted), "CONFIG", &["SET", "masterauth", wanted]).await
+    }
+}
+
+/// Makes `server` accept `wanted` only.
+pub(crate) async fn drop_others(server: &Server, wanted: &str) -> Result<(), BrokerError> {
+    let only = format!(">{wanted}");
+    query(
+        (&server.host, server.port),
+        Some(wanted),
+        "ACL",
+        &["SETUSER", "default", "resetpass", &only],
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn owner() -> OwnedBy {
+        OwnedBy {
+            name: "b".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_servers_are_every_redis_pod_and_every_sentinel_at_their_pod_names() {
+        let s = servers(&owner(), 3, 3);
+        assert_eq!(
+            s.iter()
+                .map(|s| (s.host.as_str(), s.port))
+                .collect::<Vec<_>>(),
+            [
+                ("b-0.b-headless.shop.svc", 6379),
+                ("b-1.b-headless.shop.svc", 6379),
+                ("b-2.b-headless.shop.svc", 6379),
+                ("b-sentinel-0.b-sentinel-headless.shop.svc", 26379),
+                ("b-sentinel-1.b-sentinel-headless.shop.svc", 26379),
+                ("b-sentinel-2.b-sentinel-headless.shop.svc", 26379),
+            ]
+        );
+        assert_eq!(servers(&owner(), 1, 0).len(), 1, "one pod, no Sentinel");
+    }
+
+    #[test]
+    fn the_hash_is_the_one_redis_shows() {
+        // `ACL SETUSER default >old` then `ACL GETUSER default` on redis-server 7.0.15.
+        assert_eq!(
+            hash("old"),
+            "cba06b5736faf67e54b07b561eae94395e774c517a7d910a54369e1263ccfbd4"
+        );
+    }
+
+    fn acl(pod: &str, passwords: &[&str]) -> (Server, Option<Vec<String>>) {
+        let server = servers(&owner(), 3, 0)
+            .into_iter()
+            .find(|s| s.pod == pod)
+            .expect("pod");
+        (server, Some(passwords.iter().map(|p| hash(p)).collect()))
+    }
+
+    #[test]
+    fn a_rotation_accepts_the_new_password_everywhere_before_clients_get_it() {
+        let some = [acl("b-0", &["old", "new"]), acl("b-1", &["old"])];
+        match next("new", false, &some, Vec::new()) {
+            Step::Accept(missing) => {
+                assert_eq!(
+                    missing.iter().map(|s| s.pod.as_str()).collect::<Vec<_>>(),
+                    ["b-1"]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let all = [acl("b-0", &["old", "new"]), acl("b-1", &["new", "old"])];
+        assert_eq!(next("new", false, &all, Vec::new()), Step::MoveClients);
+    }
+
+    #[test]
+    fn the_old_password_goes_only_once_the_clients_rolled() {
+        let both = [acl("b-0", &["old", "new"]), acl("b-1", &["old", "new"])];
+        assert_eq!(
+            next("new", true, &both, vec!["pool".into()]),
+            Step::WaitForClients(vec!["pool".into()])
+        );
+        assert_eq!(next("new", true, &both, Vec::new()), Step::DropOld);
+        let only = [acl("b-0", &["new"]), acl("b-1", &["new"])];
+        assert_eq!(next("new", true, &only, vec!["pool".into()]), Step::Done);
+    }
+
+    #[test]
+    fn a_server_that_does_not_answer_holds_every_step() {
+        let mut some = vec![acl("b-0", &["old", "new"])];
+        some.push((acl("b-1", &[]).0, None));
+        assert_eq!(
+            next("new", true, &some, Vec::new()),
+            Step::Unreachable(vec!["b-1".into()])
+        );
+    }
+
+    fn deployment(versions: &str, generation: i64, updated: i32, pods: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                name: Some("pool".into()),
+                generation: Some(generation),
+                ..Default::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        annotations: Some(BTreeMap::from([(
+                            SECRET_VERSIONS_ANNOTATION.to_string(),
+                            versions.to_string(),
+                        )])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(2),
+                updated_replicas: Some(updated),
+                replicas: Some(pods),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn a_client_deployment_has_moved_once_all_its_pods_come_from_the_new_version() {
+        let rolling = |d: Deployment| rolling_clients(&[d], "b-connection", "7");
+        assert_eq!(
+            rolling(deployment("b-connection=7", 2, 2, 2)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            rolling(deployment("b-connection=6", 2, 2, 2)),
+            ["pool"],
+            "not rebuilt yet"
+        );
+        assert_eq!(
+            rolling(deployment("b-connection=7", 3, 2, 2)),
+            ["pool"],
+            "not observed yet"
+        );
+        assert_eq!(
+            rolling(deployment("b-connection=7", 2, 1, 2)),
+            ["pool"],
+            "half rolled"
+        );
+        assert_eq!(
+            rolling(deployment("b-connection=7", 2, 2, 3)),
+            ["pool"],
+            "old pod left"
+        );
+        assert_eq!(
+            rolling(deployment("other-connection=1,x=2", 2, 0, 2)),
+            Vec::<String>::new(),
+            "reads another Secret"
+        );
+    }
+}
