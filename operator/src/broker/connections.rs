@@ -59,7 +59,7 @@ impl Connections {
 
 /// A multiplexed connection that reconnects by itself, with timeouts on connect and replies.
 pub(super) async fn connect(url: &BrokerUrl) -> Result<ConnectionManager, BrokerError> {
-    let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
+    let client = super::client(url).await?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(RESPONSE_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -110,6 +110,43 @@ impl UrlUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The port of the server a connection of `conns` to `url` reaches.
+    async fn port_reached(conns: &Connections, url: &BrokerUrl) -> u16 {
+        let mut conn = conns.get(url).await.expect("connect");
+        let port: (String, String) = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("port")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG GET");
+        port.1.parse().expect("port")
+    }
+
+    #[tokio::test]
+    async fn a_url_via_sentinels_reaches_the_primary_they_name_before_and_after_a_failover() {
+        use crate::broker::test_server::Sentinel;
+        let primary = Server::start().await;
+        let replica = Server::replica_of(&primary).await;
+        let sentinel = Sentinel::watching(&primary, 1).await;
+        let url = BrokerUrl::via_sentinels(
+            "redis://127.0.0.1:1",
+            &format!("127.0.0.1:{}", sentinel.port),
+            "m",
+            0,
+        );
+        let conns = Connections::new();
+        assert_eq!(port_reached(&conns, &url).await, primary.port);
+        sentinel.fail_over_to(&replica).await;
+        // A connection made before stays where it was, until an error drops it.
+        assert_eq!(port_reached(&conns, &url).await, primary.port);
+        conns.forget(&url).await;
+        assert_eq!(
+            port_reached(&conns, &url).await,
+            replica.port,
+            "a new connection asks again"
+        );
+    }
     use crate::broker::test_server::Server;
 
     #[test]

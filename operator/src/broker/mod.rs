@@ -37,6 +37,36 @@ pub enum BrokerError {
     ReadOnly,
 }
 
+/// How long asking the Sentinels for the primary may take.
+const SENTINEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A client for `url`; for a URL that follows Sentinels, for the primary they name now (so
+/// a new connection after a failover reaches the new primary).
+pub(crate) async fn client(url: &BrokerUrl) -> Result<redis::Client, BrokerError> {
+    let Some((sentinels, master)) = url.sentinels() else {
+        return redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl);
+    };
+    let ask = async {
+        let sentinel = redis::Client::open(sentinels).map_err(|_| BrokerError::InvalidUrl)?;
+        let mut conn = sentinel
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(master)
+            .query_async::<Option<(String, u16)>>(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Command(BrokerError::describe(&e)))
+    };
+    let (host, port) = tokio::time::timeout(SENTINEL_TIMEOUT, ask)
+        .await
+        .map_err(|_| BrokerError::Timeout(SENTINEL_TIMEOUT))??
+        .ok_or_else(|| BrokerError::Connect("the Sentinels know no primary yet".into()))?;
+    let primary = url.at_primary(&host, port).ok_or(BrokerError::InvalidUrl)?;
+    redis::Client::open(primary.expose()).map_err(|_| BrokerError::InvalidUrl)
+}
+
 impl BrokerError {
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use super::{BrokerUrl, Connections};
 /// A redis-server on a free loopback port (`make deps` installs it); killed when dropped.
 pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     pub(crate) url: BrokerUrl,
     /// A connection of the test's own (it counts as one client).
     pub(crate) conn: redis::aio::ConnectionManager,
@@ -130,6 +130,99 @@ async fn spawn(port: u16, args: &[&str]) -> Child {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("redis-server did not listen on {port}");
+}
+
+/// A Sentinel watching a primary as master `m` (quorum 1); killed when dropped.
+pub(crate) struct Sentinel {
+    _child: Reaped,
+    pub(crate) port: u16,
+    conf: std::path::PathBuf,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+impl Sentinel {
+    /// One watching `primary`, once it knows `replicas` replicas of it in sync.
+    pub(crate) async fn watching(primary: &Server, replicas: usize) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        // Sentinel rewrites its config file: one of its own, in the temp directory.
+        let conf = std::env::temp_dir().join(format!("test-sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor m 127.0.0.1 {} 1\n\
+             sentinel down-after-milliseconds m 1000\nsentinel failover-timeout m 4000\n",
+            std::env::temp_dir().display(),
+            primary.port
+        );
+        std::fs::write(&conf, text).expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel (make deps installs it)");
+        let child = Reaped(Some(child));
+        let mut conn = None;
+        for _ in 0..100 {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            if let Ok(c) = client.get_multiplexed_async_connection().await {
+                conn = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sentinel = Self {
+            _child: child,
+            port,
+            conf,
+            conn: conn.expect("the Sentinel did not listen"),
+        };
+        for _ in 0..500 {
+            let known: Vec<Vec<String>> = sentinel.ask(&["REPLICAS", "m"]).await;
+            let in_sync = known
+                .iter()
+                .filter(|fields| {
+                    fields
+                        .windows(2)
+                        .any(|kv| kv[0] == "master-link-status" && kv[1] == "ok")
+                })
+                .count();
+            if in_sync >= replicas {
+                return sentinel;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the Sentinel did not learn the replicas");
+    }
+
+    async fn ask<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        redis::cmd("SENTINEL")
+            .arg(args)
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("SENTINEL")
+    }
+
+    /// Promotes a replica (`SENTINEL FAILOVER`) and waits until the Sentinel names `to`.
+    pub(crate) async fn fail_over_to(&self, to: &Server) {
+        let _: () = self.ask(&["FAILOVER", "m"]).await;
+        for _ in 0..500 {
+            let named: (String, u16) = self.ask(&["get-master-addr-by-name", "m"]).await;
+            if named.1 == to.port {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the Sentinel did not promote the replica");
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.conf);
+    }
 }
 
 /// A child process killed and waited for when dropped.

@@ -11,7 +11,9 @@ use crate::broker::BrokerUrl;
 use crate::controller::Context;
 use crate::controller::conditions::{Conditioned, is_true};
 use crate::controller::redis_cache;
-use crate::controller::redis_cache::secrets::{BASE_URL_KEY, connection_secret_name, secret_value};
+use crate::controller::redis_cache::secrets::{
+    BASE_URL_KEY, MASTER_NAME_KEY, SENTINELS_KEY, connection_secret_name, secret_value,
+};
 
 /// A broker reference whose Secret exists.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,9 +173,19 @@ pub async fn resolve(
                     ))
                 })?;
             let database = r.database.unwrap_or(0);
+            let secret_key = |key| read.as_deref().and_then(|s| secret_value(s, key));
+            let sentinels = secret_key(SENTINELS_KEY).zip(secret_key(MASTER_NAME_KEY));
+            let url = match sentinels {
+                // Replicated: the operator's own connections follow the Sentinels, as
+                // kombu's do, instead of waiting for the client Service's label to move.
+                Some((sentinels, master)) if cache.spec.replication.is_some() => {
+                    BrokerUrl::via_sentinels(&base, &sentinels, &master, database)
+                }
+                _ => BrokerUrl::new(format!("{}/{database}", base.trim_end_matches('/'))),
+            };
             Ok(Resolved {
                 ready: is_true(cache.conditions(), redis_cache::status::READY),
-                url: BrokerUrl::new(format!("{}/{database}", base.trim_end_matches('/'))),
+                url,
                 secret: (connection_secret.clone(), version(read.as_deref())),
                 broker: ResolvedBroker::RedisCache {
                     connection_secret,

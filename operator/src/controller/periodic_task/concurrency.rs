@@ -3,7 +3,6 @@
 //! revoke that Replace sends.
 
 use chrono::{DateTime, Utc};
-use redis::IntoConnectionInfo;
 use uuid::Uuid;
 
 use super::engine::{Job, Shared};
@@ -80,11 +79,7 @@ async fn revoke(
     global_key_prefix: &str,
     task_id: &str,
 ) -> Result<i64, BrokerError> {
-    let db = url
-        .expose()
-        .into_connection_info()
-        .map(|i| i.redis_settings().db())
-        .unwrap_or(0);
+    let db = url.database();
     let mut conn = shared.conns.get(url).await?;
     redis::cmd("PUBLISH")
         .arg(pidbox_channel(global_key_prefix, db))

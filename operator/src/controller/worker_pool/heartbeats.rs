@@ -47,7 +47,7 @@ impl Heartbeats {
     /// Running tasks per live worker hostname of the broker at `url` whose workers use
     /// `key_prefix`; subscribes on first use.
     pub(crate) async fn active(&self, url: &BrokerUrl, key_prefix: &str) -> HashMap<String, u64> {
-        let key = (url.clone(), channel(url.expose(), key_prefix));
+        let key = (url.clone(), channel(url, key_prefix));
         let table = {
             let mut by_channel = self.by_channel.lock().await;
             match by_channel.get(&key) {
@@ -86,14 +86,8 @@ impl Heartbeats {
 
 /// The heartbeat channel of the database a URL names (`/0` when none), under the
 /// transport's `global_keyprefix`.
-pub(crate) fn channel(url: &str, key_prefix: &str) -> String {
-    let db = url
-        .rsplit_once('/')
-        .filter(|(head, _)| head.contains("://") && head.len() > "redis://".len())
-        .and_then(|(_, db)| db.split('?').next())
-        .and_then(|db| db.parse::<u32>().ok())
-        .unwrap_or(0);
-    format!("{key_prefix}/{db}.celeryev/worker.heartbeat")
+pub(crate) fn channel(url: &BrokerUrl, key_prefix: &str) -> String {
+    format!("{key_prefix}/{}.celeryev/worker.heartbeat", url.database())
 }
 
 /// `(hostname, active, offline)` of a heartbeat envelope.
@@ -125,7 +119,9 @@ async fn listen(
     channel: &str,
     table: &Mutex<HashMap<String, Beat>>,
 ) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url.expose())?;
+    let client = crate::broker::client(url)
+        .await
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "connect", e.to_string())))?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
@@ -189,20 +185,20 @@ mod tests {
     #[test]
     fn channel_follows_the_database_and_the_key_prefix() {
         assert_eq!(
-            channel("redis://:p@h:6379/0", ""),
+            channel(&BrokerUrl::new("redis://:p@h:6379/0"), ""),
             "/0.celeryev/worker.heartbeat"
         );
         assert_eq!(
-            channel("redis://h:6379/3", ""),
+            channel(&BrokerUrl::new("redis://h:6379/3"), ""),
             "/3.celeryev/worker.heartbeat"
         );
         assert_eq!(
-            channel("redis://h:6379", ""),
+            channel(&BrokerUrl::new("redis://h:6379"), ""),
             "/0.celeryev/worker.heartbeat"
         );
         // Captured from Celery 5.7 with broker_transport_options={"global_keyprefix": "pfx:"}.
         assert_eq!(
-            channel("redis://h:6379/2", "pfx:"),
+            channel(&BrokerUrl::new("redis://h:6379/2"), "pfx:"),
             "pfx:/2.celeryev/worker.heartbeat"
         );
     }
