@@ -24,10 +24,17 @@ const CACHE: &str = "ha";
 fn sh(ns: &str, pod: &str, script: &str) -> Option<String> {
     let cache = pod.rsplit_once('-').map_or(pod, |(set, _)| set);
     let cache = cache.strip_suffix("-sentinel").unwrap_or(cache);
-    let secret = format!("secret/{cache}-connection");
-    let password = jsonpath(ns, &secret, "{.data.password}");
-    let password = String::from_utf8(STANDARD.decode(password).expect("base64")).expect("utf-8");
-    sh_as(ns, pod, &password, script)
+    sh_as(ns, pod, &connection_password(ns, cache), script)
+}
+
+/// The password in the connection Secret of `cache`: the one clients use now.
+fn connection_password(ns: &str, cache: &str) -> String {
+    let encoded = jsonpath(
+        ns,
+        &format!("secret/{cache}-connection"),
+        "{.data.password}",
+    );
+    String::from_utf8(STANDARD.decode(encoded).expect("base64")).expect("utf-8")
 }
 
 /// Like [`sh`], redis-cli authenticating with `password`.
@@ -80,16 +87,24 @@ fn role(ns: &str, pod: &str) -> Option<String> {
 }
 
 fn labelled_primary(ns: &str) -> String {
+    pods_labelled(ns, "celeryoperator.io/role=primary").join(" ")
+}
+
+/// The names of the pods in `ns` that match `selector`.
+fn pods_labelled(ns: &str, selector: &str) -> Vec<String> {
     ok(kubectl(&[
         "get",
         "pods",
         "-n",
         ns,
         "-l",
-        "celeryoperator.io/role=primary",
+        selector,
         "-o",
         "jsonpath={.items[*].metadata.name}",
     ]))
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
 }
 
 pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_returns_as_replica() {
@@ -238,17 +253,7 @@ fn queued_ids(ns: &str, cache: &str, queue: &str) -> BTreeMap<String, usize> {
 pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_no_push() {
     let (client, ns) = setup("ic-repl5").await;
     let ns = &ns.name;
-    replicated_broker(ns).await;
-    apply(
-        ns,
-        &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
-    );
-    // Half the tasks go to a queue no worker reads, so what was pushed can be counted there;
-    // the others keep the workers busy through the failovers.
-    every_second_tasks(ns, "beat", TASKS, |i| {
-        if i % 2 == 0 { "unconsumed" } else { "celery" }
-    });
-    wait_ready(ns, &["workerpool/pool"]);
+    under_traffic(ns).await;
 
     let mut outages = Vec::new();
     for kill in 0..KILLS {
@@ -270,7 +275,7 @@ pub(crate) async fn five_primary_kills_under_every_second_tasks_lose_and_double_
         "--tail=-1",
     ]))
     .lines()
-    .filter(|l| l.contains("ERROR") || l.contains("Connection to broker lost"))
+    .filter(|l| is_worker_error(l))
     .count();
     let mut sorted = outages.clone();
     sorted.sort();
@@ -314,6 +319,21 @@ fn every_second_tasks(ns: &str, prefix: &str, n: usize, queue: impl Fn(usize) ->
         })
         .collect();
     apply(ns, &tasks);
+}
+
+/// The replicated `broker`, `TASKS` every-second PeriodicTasks on it and the pool `pool` of
+/// two workers. Half the tasks go to a queue no worker reads, so what was pushed can be
+/// counted there; the others keep the workers busy.
+async fn under_traffic(ns: &str) {
+    replicated_broker(ns).await;
+    apply(
+        ns,
+        &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
+    );
+    every_second_tasks(ns, "beat", TASKS, |i| {
+        if i % 2 == 0 { "unconsumed" } else { "celery" }
+    });
+    wait_ready(ns, &["workerpool/pool"]);
 }
 
 /// Waits until `more` pushes reached the queue `unconsumed`.
@@ -451,19 +471,7 @@ pub(crate) async fn a_config_change_rolls_replicas_first_then_fails_over_once() 
 
 /// The worker pods of the pool `pool`.
 fn worker_pods(ns: &str) -> Vec<String> {
-    ok(kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        ns,
-        "-l",
-        "app.kubernetes.io/instance=pool",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]))
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    pods_labelled(ns, "app.kubernetes.io/instance=pool")
 }
 
 /// A worker log line that shows a failed command or a lost connection.
@@ -482,22 +490,10 @@ fn is_worker_error(line: &str) -> bool {
 pub(crate) async fn rotating_the_password_under_traffic_fails_no_command_and_drops_the_old_one() {
     let (client, ns) = setup("ic-rotate").await;
     let ns = &ns.name;
-    replicated_broker(ns).await;
-    apply(
-        ns,
-        &worker_pool("pool", "  replicas: 2\n  concurrency: 2\n"),
-    );
-    every_second_tasks(ns, "beat", TASKS, |i| {
-        if i % 2 == 0 { "unconsumed" } else { "celery" }
-    });
-    wait_ready(ns, &["workerpool/pool"]);
+    under_traffic(ns).await;
     pushes_go_on(ns, 3 * TASKS / 2).await;
 
-    let password = |object: &str| {
-        let encoded = jsonpath(ns, object, "{.data.password}");
-        String::from_utf8(STANDARD.decode(encoded).expect("base64")).expect("utf-8")
-    };
-    let old = password("secret/broker-connection");
+    let old = connection_password(ns, "broker");
     // Every old worker's whole log, followed until its pod is gone.
     let old_workers = worker_pods(ns);
     let followers: Vec<_> = old_workers
@@ -537,11 +533,7 @@ pub(crate) async fn rotating_the_password_under_traffic_fails_no_command_and_dro
     )
     .await;
     let took = started.elapsed();
-    assert_eq!(
-        password("secret/broker-connection"),
-        new,
-        "clients were moved"
-    );
+    assert_eq!(connection_password(ns, "broker"), new, "clients were moved");
 
     // Every server takes the new password and refuses the old one.
     let servers = ["broker-0", "broker-1", "broker-2"]

@@ -18,7 +18,7 @@ pub(crate) mod status;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
@@ -31,7 +31,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 
 use super::apply::{apply_and_report, write_status};
-use super::conditions::{Conditioned, Observed, Status};
+use super::conditions::Status;
 use super::labels::{OwnedBy, namespace, owned_objects};
 use super::{Backoff, Context, Error, Result, requeue_failed};
 use crate::api::redis_cache::{Purpose, RedisCache};
@@ -157,7 +157,7 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
                 .get_opt(&secrets::connection_secret_name(&owner.name))
                 .await?;
             let (in_use, rotation) =
-                rotate_password(ctx, rc, &owner, &settings, &wanted, connection.as_ref()).await?;
+                password::rotate(ctx, rc, &owner, &settings, &wanted, connection.as_ref()).await?;
             (Some(in_use), rotation)
         }
         None => (None, None),
@@ -225,136 +225,6 @@ async fn apply_all(rc: &RedisCache, ctx: &Context) -> Result<Action> {
     } else {
         Action::await_change()
     })
-}
-
-/// Moves every server's own links to `wanted`, which all of them accept, then drops every
-/// other password; a server that fails stops it (the next look starts over).
-async fn drop_old_password(
-    servers: &[password::Server],
-    master_name: &str,
-    wanted: &str,
-) -> std::result::Result<(), String> {
-    for server in servers {
-        password::authenticate_links_with(server, master_name, wanted)
-            .await
-            .map_err(|err| {
-                format!(
-                    "{} did not move its links to the new password: {err}",
-                    server.pod
-                )
-            })?;
-    }
-    for server in servers {
-        password::drop_others(server, wanted)
-            .await
-            .map_err(|err| format!("{} did not drop the old password: {err}", server.pod))?;
-    }
-    Ok(())
-}
-
-/// The password clients use after this reconcile's step of a rotation (see [`password`]),
-/// and the rotation's condition (None for a cache whose password never changed).
-/// `connection` is the connection Secret as it was, holding the password clients use.
-async fn rotate_password(
-    ctx: &Context,
-    rc: &RedisCache,
-    owner: &OwnedBy,
-    settings: &Settings,
-    wanted: &str,
-    connection: Option<&Secret>,
-) -> Result<(String, Option<Observed>)> {
-    let in_use = connection
-        .and_then(|s| secrets::secret_value(s, secrets::PASSWORD_KEY))
-        .unwrap_or_else(|| wanted.to_string());
-    let previous = rc
-        .conditions()
-        .iter()
-        .find(|c| c.type_ == password::ROTATED);
-    if in_use == wanted && previous.is_none_or(|c| c.status == "True") {
-        let done = previous.map(|_| password::condition(&password::Step::Done));
-        return Ok((in_use, done));
-    }
-    let (redis_pods, sentinels) = match &settings.replication {
-        Some(r) => (1 + r.replicas, r.sentinels),
-        None => (1, 0),
-    };
-    let servers = password::servers(owner, redis_pods, sentinels);
-    let asked = futures::future::join_all(servers.iter().map(|s| password::accepted(s, &in_use)));
-    let accepted: Vec<_> = servers
-        .iter()
-        .cloned()
-        .zip(asked.await)
-        .map(|(server, answer)| {
-            if let Err(err) = &answer {
-                tracing::debug!(pod = %server.pod, error = %err, "password rotation: no answer");
-            }
-            (server, answer.ok())
-        })
-        .collect();
-    let rolling = match connection {
-        Some(secret) if in_use == wanted => {
-            let deployments: Api<Deployment> =
-                Api::namespaced(ctx.client.clone(), &owner.namespace);
-            let listed = deployments.list(&ListParams::default()).await?.items;
-            let version = secret
-                .metadata
-                .resource_version
-                .as_deref()
-                .unwrap_or_default();
-            password::rolling_clients(
-                &listed,
-                &secrets::connection_secret_name(&owner.name),
-                version,
-            )
-        }
-        _ => Vec::new(),
-    };
-    let step = password::next(wanted, in_use == wanted, &accepted, rolling);
-    let servers: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
-    let mut client_password = in_use.clone();
-    let done = match &step {
-        password::Step::Accept(missing) => {
-            let mut done = Ok("every server accepts the new password next to the old".into());
-            for server in missing {
-                if let Err(err) = password::accept(server, &in_use, wanted).await {
-                    done = Err(format!(
-                        "{} did not take the new password: {err}",
-                        server.pod
-                    ));
-                }
-            }
-            done
-        }
-        password::Step::MoveClients => {
-            client_password = wanted.to_string();
-            Ok(format!(
-                "connection Secret {} moved to the new password; the WorkerPools that read it roll to it",
-                secrets::connection_secret_name(&owner.name)
-            ))
-        }
-        password::Step::DropOld => drop_old_password(&servers, &owner.name, wanted)
-            .await
-            .map(|()| "every server accepts only the new password now".into()),
-        _ => return Ok((client_password, Some(password::condition(&step)))),
-    };
-    match done {
-        Ok(note) => ctx.publish(
-            rc,
-            EventType::Normal,
-            "RotatingPassword",
-            "RotatePassword",
-            note,
-        ),
-        // The next look tries again from what the servers then accept.
-        Err(note) => ctx.publish(
-            rc,
-            EventType::Warning,
-            "RotationStalled",
-            "RotatePassword",
-            note,
-        ),
-    }
-    Ok((client_password, Some(password::condition(&step))))
 }
 
 /// One step of rolling the Redis pods to the StatefulSet's revision (see [`roll`]): at most

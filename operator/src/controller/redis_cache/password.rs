@@ -17,33 +17,40 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::ListParams;
+use kube::runtime::events::EventType;
 use ring::digest::{SHA256, digest};
 
 use super::primary::query;
+use super::secrets;
 use super::services::{headless_service_name, sentinel_headless_service_name, sentinel_name};
-use super::settings::{REDIS_PORT, SENTINEL_PORT};
+use super::settings::{REDIS_PORT, SENTINEL_PORT, Settings};
+use crate::api::redis_cache::RedisCache;
 use crate::broker::BrokerError;
-use crate::controller::conditions::{Observed, rolled_out};
+use crate::controller::conditions::{Conditioned, Observed, rolled_out};
 use crate::controller::labels::OwnedBy;
 use crate::controller::worker_pool::deployment::SECRET_VERSIONS_ANNOTATION;
+use crate::controller::{Context, Result};
 
 /// How often a rotation is looked at while it goes on: each look takes one step.
 pub(crate) const LOOK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The condition a rotation writes; a cache whose password never changed has none.
-pub(crate) const ROTATED: &str = "PasswordRotated";
+const ROTATED: &str = "PasswordRotated";
 
 /// A Redis pod or a Sentinel, at its pod's DNS name.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Server {
-    pub(crate) pod: String,
+struct Server {
+    pod: String,
     host: String,
     port: i32,
     sentinel: bool,
 }
 
 /// Every server of a cache: `redis_pods` Redis pods and `sentinels` Sentinels.
-pub(crate) fn servers(owner: &OwnedBy, redis_pods: i32, sentinels: i32) -> Vec<Server> {
+fn servers(owner: &OwnedBy, redis_pods: i32, sentinels: i32) -> Vec<Server> {
     let (name, ns) = (&owner.name, &owner.namespace);
     let set = |statefulset: String, service: String, count: i32, port: i32, sentinel| {
         (0..count).map(move |n| Server {
@@ -71,7 +78,7 @@ pub(crate) fn servers(owner: &OwnedBy, redis_pods: i32, sentinels: i32) -> Vec<S
 }
 
 /// How Redis shows a password in `ACL GETUSER`.
-pub(crate) fn hash(password: &str) -> String {
+fn hash(password: &str) -> String {
     digest(&SHA256, password.as_bytes())
         .as_ref()
         .iter()
@@ -81,7 +88,7 @@ pub(crate) fn hash(password: &str) -> String {
 
 /// The next step of a rotation.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Step {
+enum Step {
     /// Every server accepts the wanted password only, and clients use it.
     Done,
     /// These pods do not answer: nothing moves until they do (or restart, accepting both).
@@ -99,7 +106,7 @@ pub(crate) enum Step {
 /// What to do, given the password hashes each server accepts (None: it did not answer),
 /// whether clients were given the wanted password, and the client Deployments not rolled to
 /// it yet.
-pub(crate) fn next(
+fn next(
     wanted: &str,
     clients_given_it: bool,
     accepted: &[(Server, Option<Vec<String>>)],
@@ -138,7 +145,7 @@ pub(crate) fn next(
 }
 
 /// The condition a step shows.
-pub(crate) fn condition(step: &Step) -> Observed {
+fn condition(step: &Step) -> Observed {
     let names = |v: &[String]| v.join(", ");
     let (status, reason, message) = match step {
         Step::Done => (
@@ -184,11 +191,7 @@ pub(crate) fn condition(step: &Step) -> Observed {
 
 /// The Deployments that read `secret` (by their pods' annotation) and still run, or will
 /// run, pods made from an older version of it than `version`.
-pub(crate) fn rolling_clients(
-    deployments: &[Deployment],
-    secret: &str,
-    version: &str,
-) -> Vec<String> {
+fn rolling_clients(deployments: &[Deployment], secret: &str, version: &str) -> Vec<String> {
     deployments
         .iter()
         .filter(|d| {
@@ -219,7 +222,7 @@ pub(crate) fn rolling_clients(
 }
 
 /// `name=version,...` as the annotation holds it.
-pub(crate) fn read_versions(annotation: &str) -> BTreeMap<String, String> {
+fn read_versions(annotation: &str) -> BTreeMap<String, String> {
     annotation
         .split(',')
         .filter_map(|kv| kv.split_once('='))
@@ -228,7 +231,7 @@ pub(crate) fn read_versions(annotation: &str) -> BTreeMap<String, String> {
 }
 
 /// The password hashes `server` accepts, asked with a password it accepts.
-pub(crate) async fn accepted(server: &Server, password: &str) -> Result<Vec<String>, BrokerError> {
+async fn accepted(server: &Server, password: &str) -> Result<Vec<String>, BrokerError> {
     let user: Vec<redis::Value> = query(
         (&server.host, server.port),
         Some(password),
@@ -248,11 +251,7 @@ pub(crate) async fn accepted(server: &Server, password: &str) -> Result<Vec<Stri
 }
 
 /// Makes `server` accept `wanted` next to what it accepts.
-pub(crate) async fn accept(
-    server: &Server,
-    password: &str,
-    wanted: &str,
-) -> Result<(), BrokerError> {
+async fn accept(server: &Server, password: &str, wanted: &str) -> Result<(), BrokerError> {
     let add = format!(">{wanted}");
     query(
         (&server.host, server.port),
@@ -265,7 +264,7 @@ pub(crate) async fn accept(
 
 /// Makes `server` authenticate its own links (to the primary, to Redis and to the other
 /// Sentinels) with `wanted`, which every server accepts by now.
-pub(crate) async fn authenticate_links_with(
+async fn authenticate_links_with(
     server: &Server,
     master_name: &str,
     wanted: &str,
@@ -292,7 +291,7 @@ pub(crate) async fn authenticate_links_with(
 }
 
 /// Makes `server` accept `wanted` only.
-pub(crate) async fn drop_others(server: &Server, wanted: &str) -> Result<(), BrokerError> {
+async fn drop_others(server: &Server, wanted: &str) -> Result<(), BrokerError> {
     let only = format!(">{wanted}");
     query(
         (&server.host, server.port),
@@ -301,6 +300,133 @@ pub(crate) async fn drop_others(server: &Server, wanted: &str) -> Result<(), Bro
         &["SETUSER", "default", "resetpass", &only],
     )
     .await
+}
+
+/// Moves every server's own links to `wanted`, which all of them accept, then drops every
+/// other password; a server that fails stops it (the next look starts over).
+async fn drop_old_password(
+    servers: &[Server],
+    master_name: &str,
+    wanted: &str,
+) -> std::result::Result<(), String> {
+    for server in servers {
+        authenticate_links_with(server, master_name, wanted)
+            .await
+            .map_err(|err| {
+                format!(
+                    "{} did not move its links to the new password: {err}",
+                    server.pod
+                )
+            })?;
+    }
+    for server in servers {
+        drop_others(server, wanted)
+            .await
+            .map_err(|err| format!("{} did not drop the old password: {err}", server.pod))?;
+    }
+    Ok(())
+}
+
+/// The password clients use after this reconcile's step of a rotation (see the module),
+/// and the rotation's condition (None for a cache whose password never changed).
+/// `connection` is the connection Secret as it was, holding the password clients use.
+pub(crate) async fn rotate(
+    ctx: &Context,
+    rc: &RedisCache,
+    owner: &OwnedBy,
+    settings: &Settings,
+    wanted: &str,
+    connection: Option<&Secret>,
+) -> Result<(String, Option<Observed>)> {
+    let in_use = connection
+        .and_then(|s| secrets::secret_value(s, secrets::PASSWORD_KEY))
+        .unwrap_or_else(|| wanted.to_string());
+    let previous = rc.conditions().iter().find(|c| c.type_ == ROTATED);
+    if in_use == wanted && previous.is_none_or(|c| c.status == "True") {
+        let done = previous.map(|_| condition(&Step::Done));
+        return Ok((in_use, done));
+    }
+    let (redis_pods, sentinels) = match &settings.replication {
+        Some(r) => (1 + r.replicas, r.sentinels),
+        None => (1, 0),
+    };
+    let servers = servers(owner, redis_pods, sentinels);
+    let asked = futures::future::join_all(servers.iter().map(|s| accepted(s, &in_use)));
+    let accepted: Vec<_> = servers
+        .iter()
+        .cloned()
+        .zip(asked.await)
+        .map(|(server, answer)| {
+            if let Err(err) = &answer {
+                tracing::debug!(pod = %server.pod, error = %err, "password rotation: no answer");
+            }
+            (server, answer.ok())
+        })
+        .collect();
+    let rolling = match connection {
+        Some(secret) if in_use == wanted => {
+            let deployments: Api<Deployment> =
+                Api::namespaced(ctx.client.clone(), &owner.namespace);
+            let listed = deployments.list(&ListParams::default()).await?.items;
+            let version = secret
+                .metadata
+                .resource_version
+                .as_deref()
+                .unwrap_or_default();
+            rolling_clients(
+                &listed,
+                &secrets::connection_secret_name(&owner.name),
+                version,
+            )
+        }
+        _ => Vec::new(),
+    };
+    let step = next(wanted, in_use == wanted, &accepted, rolling);
+    let servers: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
+    let mut client_password = in_use.clone();
+    let done = match &step {
+        Step::Accept(missing) => {
+            let mut done = Ok("every server accepts the new password next to the old".into());
+            for server in missing {
+                if let Err(err) = accept(server, &in_use, wanted).await {
+                    done = Err(format!(
+                        "{} did not take the new password: {err}",
+                        server.pod
+                    ));
+                }
+            }
+            done
+        }
+        Step::MoveClients => {
+            client_password = wanted.to_string();
+            Ok(format!(
+                "connection Secret {} moved to the new password; the WorkerPools that read it roll to it",
+                secrets::connection_secret_name(&owner.name)
+            ))
+        }
+        Step::DropOld => drop_old_password(&servers, &owner.name, wanted)
+            .await
+            .map(|()| "every server accepts only the new password now".into()),
+        _ => return Ok((client_password, Some(condition(&step)))),
+    };
+    match done {
+        Ok(note) => ctx.publish(
+            rc,
+            EventType::Normal,
+            "RotatingPassword",
+            "RotatePassword",
+            note,
+        ),
+        // The next look tries again from what the servers then accept.
+        Err(note) => ctx.publish(
+            rc,
+            EventType::Warning,
+            "RotationStalled",
+            "RotatePassword",
+            note,
+        ),
+    }
+    Ok((client_password, Some(condition(&step))))
 }
 
 #[cfg(test)]

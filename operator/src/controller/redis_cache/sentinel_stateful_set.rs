@@ -20,8 +20,9 @@ use crate::controller::labels::OwnedBy;
 /// each start into an emptyDir. A restarted Sentinel follows the primary its peers name (one
 /// that failed over while it was away is kept); a new set watches pod 0. It announces its
 /// pod's DNS name, as the Redis pods do, so pods that come back with new IPs stay known.
-/// The password, when there is one, guards the Sentinel too, and reaches it only through
-/// this file in the pod.
+/// The passwords, when there are, guard the Sentinel too (the password Secret's and the
+/// clients', which differ only during a rotation), and reach it only through this file in
+/// the pod; its links to Redis and to the other Sentinels use the clients'.
 pub(crate) const SENTINEL_START_SCRIPT: &str = r#"me="$(hostname).$SENTINEL_SERVICE.$POD_NAMESPACE.svc"
 primary=""
 for n in $(seq 0 $((SENTINELS - 1))); do
