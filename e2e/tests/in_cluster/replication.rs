@@ -87,24 +87,22 @@ fn role(ns: &str, pod: &str) -> Option<String> {
 }
 
 fn labelled_primary(ns: &str) -> String {
-    pods_labelled(ns, "celeryoperator.io/role=primary").join(" ")
+    pods_labelled(ns, "celeryoperator.io/role=primary", "").join(" ")
 }
 
-/// The names of the pods in `ns` that match `selector`.
-fn pods_labelled(ns: &str, selector: &str) -> Vec<String> {
-    ok(kubectl(&[
-        "get",
-        "pods",
-        "-n",
-        ns,
-        "-l",
-        selector,
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]))
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+/// The names of the pods in `ns` that match the label `selector` and the field selector
+/// `fields` (all when empty).
+fn pods_labelled(ns: &str, selector: &str, fields: &str) -> Vec<String> {
+    let fields = format!("--field-selector={fields}");
+    let mut args = vec!["get", "pods", "-n", ns, "-l", selector];
+    if fields.len() > "--field-selector=".len() {
+        args.push(&fields);
+    }
+    args.extend(["-o", "jsonpath={.items[*].metadata.name}"]);
+    ok(kubectl(&args))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 pub(crate) async fn killing_the_primary_promotes_a_replica_and_the_old_one_returns_as_replica() {
@@ -469,9 +467,13 @@ pub(crate) async fn a_config_change_rolls_replicas_first_then_fails_over_once() 
     assert!(twice.is_empty(), "slots pushed twice: {twice:?}");
 }
 
-/// The worker pods of the pool `pool`.
+/// The worker pods of the pool `pool` that have not finished (terminating ones included).
 fn worker_pods(ns: &str) -> Vec<String> {
-    pods_labelled(ns, "app.kubernetes.io/instance=pool")
+    pods_labelled(
+        ns,
+        "app.kubernetes.io/instance=pool",
+        "status.phase!=Succeeded,status.phase!=Failed",
+    )
 }
 
 /// A worker log line that shows a failed command or a lost connection.

@@ -17,7 +17,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::events::EventType;
@@ -29,7 +30,7 @@ use super::services::{headless_service_name, sentinel_headless_service_name, sen
 use super::settings::{REDIS_PORT, SENTINEL_PORT, Settings};
 use crate::api::redis_cache::RedisCache;
 use crate::broker::BrokerError;
-use crate::controller::conditions::{Conditioned, Observed, rolled_out};
+use crate::controller::conditions::{Conditioned, Observed};
 use crate::controller::labels::OwnedBy;
 use crate::controller::worker_pool::deployment::SECRET_VERSIONS_ANNOTATION;
 use crate::controller::{Context, Result};
@@ -97,7 +98,7 @@ enum Step {
     Accept(Vec<Server>),
     /// Every server accepts it: clients may move to it.
     MoveClients,
-    /// These Deployments still run pods with the old password.
+    /// These Deployments and pods still run, or would start, with the old password.
     WaitForClients(Vec<String>),
     /// Clients have moved: the servers drop every other password.
     DropOld,
@@ -172,12 +173,12 @@ fn condition(step: &Step) -> Observed {
             "MovingClients",
             "rotating the password: every server accepts both; the connection Secret moves to the new one".to_string(),
         ),
-        Step::WaitForClients(deployments) => (
+        Step::WaitForClients(clients) => (
             false,
             "WaitingForClients",
             format!(
-                "rotating the password: waiting for Deployments {} to roll to the new one",
-                names(deployments)
+                "rotating the password: waiting for {} to move to the new one",
+                names(clients)
             ),
         ),
         Step::DropOld => (
@@ -189,36 +190,36 @@ fn condition(step: &Step) -> Observed {
     Observed::new(ROTATED, status, reason, message)
 }
 
-/// The Deployments that read `secret` (by their pods' annotation) and still run, or will
-/// run, pods made from an older version of it than `version`.
-fn rolling_clients(deployments: &[Deployment], secret: &str, version: &str) -> Vec<String> {
-    deployments
+/// What still runs, or would start, with an older version of `secret` than `version`: the
+/// Deployments whose pod template reads an older one (not rebuilt yet), and the pods made
+/// from one, terminating ones included (a worker in its warm shutdown may reconnect).
+fn rolling_clients(
+    deployments: &[Deployment],
+    pods: &[Pod],
+    secret: &str,
+    version: &str,
+) -> Vec<String> {
+    let stale = |meta: Option<&ObjectMeta>| {
+        meta.and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION))
+            .and_then(|v| read_versions(v).remove(secret))
+            .is_some_and(|seen| seen != version)
+    };
+    let templates = deployments
         .iter()
-        .filter(|d| {
-            let template = d.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
-            let read = template
-                .and_then(|m| m.annotations.as_ref())
-                .and_then(|a| a.get(SECRET_VERSIONS_ANNOTATION))
-                .map(|v| read_versions(v))
-                .unwrap_or_default();
-            let Some(seen) = read.get(secret) else {
-                return false;
-            };
-            let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let status = d.status.clone().unwrap_or_default();
-            let updated = status.updated_replicas.unwrap_or(0);
-            seen != version
-                || !rolled_out(
-                    d.metadata.generation,
-                    status.observed_generation,
-                    Some(updated),
-                    spec_replicas,
-                )
-                // Pods of the old template are still there.
-                || status.replicas.unwrap_or(0) > updated
-        })
-        .filter_map(|d| d.metadata.name.clone())
-        .collect()
+        .filter(|d| stale(d.spec.as_ref().and_then(|s| s.template.metadata.as_ref())))
+        .filter_map(|d| d.metadata.name.as_ref())
+        .map(|name| format!("Deployment {name}"));
+    let finished = |p: &Pod| {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        matches!(phase, Some("Succeeded" | "Failed"))
+    };
+    let pods = pods
+        .iter()
+        .filter(|p| !finished(p) && stale(Some(&p.metadata)))
+        .filter_map(|p| p.metadata.name.as_ref())
+        .map(|name| format!("pod {name}"));
+    templates.chain(pods).collect()
 }
 
 /// `name=version,...` as the annotation holds it.
@@ -365,19 +366,14 @@ pub(crate) async fn rotate(
         .collect();
     let rolling = match connection {
         Some(secret) if in_use == wanted => {
-            let deployments: Api<Deployment> =
-                Api::namespaced(ctx.client.clone(), &owner.namespace);
-            let listed = deployments.list(&ListParams::default()).await?.items;
-            let version = secret
-                .metadata
-                .resource_version
-                .as_deref()
-                .unwrap_or_default();
-            rolling_clients(
-                &listed,
-                &secrets::connection_secret_name(&owner.name),
-                version,
-            )
+            let ns = &owner.namespace;
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+            let deployments = deployments.list(&ListParams::default()).await?.items;
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            let pods = pods.list(&ListParams::default()).await?.items;
+            let version = secret.metadata.resource_version.as_deref();
+            let name = secrets::connection_secret_name(&owner.name);
+            rolling_clients(&deployments, &pods, &name, version.unwrap_or_default())
         }
         _ => Vec::new(),
     };
@@ -432,9 +428,8 @@ pub(crate) async fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
-    use k8s_openapi::api::core::v1::PodTemplateSpec;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::api::apps::v1::DeploymentSpec;
+    use k8s_openapi::api::core::v1::{PodStatus, PodTemplateSpec};
 
     fn owner() -> OwnedBy {
         OwnedBy {
@@ -518,67 +513,75 @@ mod tests {
         );
     }
 
-    fn deployment(versions: &str, generation: i64, updated: i32, pods: i32) -> Deployment {
+    fn annotated(name: &str, versions: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(BTreeMap::from([(
+                SECRET_VERSIONS_ANNOTATION.to_string(),
+                versions.to_string(),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    fn deployment(versions: &str) -> Deployment {
         Deployment {
-            metadata: ObjectMeta {
-                name: Some("pool".into()),
-                generation: Some(generation),
-                ..Default::default()
-            },
+            metadata: annotated("pool", ""),
             spec: Some(DeploymentSpec {
-                replicas: Some(2),
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        annotations: Some(BTreeMap::from([(
-                            SECRET_VERSIONS_ANNOTATION.to_string(),
-                            versions.to_string(),
-                        )])),
-                        ..Default::default()
-                    }),
+                    metadata: Some(annotated("", versions)),
                     ..Default::default()
                 },
                 ..Default::default()
             }),
-            status: Some(DeploymentStatus {
-                observed_generation: Some(2),
-                updated_replicas: Some(updated),
-                replicas: Some(pods),
+            ..Default::default()
+        }
+    }
+
+    fn pod(name: &str, versions: &str, phase: &str) -> Pod {
+        Pod {
+            metadata: annotated(name, versions),
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
                 ..Default::default()
             }),
+            ..Default::default()
         }
     }
 
     #[test]
-    fn a_client_deployment_has_moved_once_all_its_pods_come_from_the_new_version() {
-        let rolling = |d: Deployment| rolling_clients(&[d], "b-connection", "7");
+    fn clients_have_moved_once_no_template_or_pod_reads_an_older_version() {
+        let rolling = |d: &[Deployment], p: &[Pod]| rolling_clients(d, p, "b-connection", "7");
+        let current = [deployment("b-connection=7")];
         assert_eq!(
-            rolling(deployment("b-connection=7", 2, 2, 2)),
+            rolling(&current, &[pod("new", "b-connection=7", "Running")]),
             Vec::<String>::new()
         );
         assert_eq!(
-            rolling(deployment("b-connection=6", 2, 2, 2)),
-            ["pool"],
-            "not rebuilt yet"
+            rolling(&[deployment("b-connection=6")], &[]),
+            ["Deployment pool"],
+            "not rebuilt yet: would start pods with the old password"
         );
         assert_eq!(
-            rolling(deployment("b-connection=7", 3, 2, 2)),
-            ["pool"],
-            "not observed yet"
+            rolling(&current, &[pod("old", "b-connection=6", "Running")]),
+            ["pod old"],
+            "still running, or terminating: a warm shutdown may reconnect"
         );
         assert_eq!(
-            rolling(deployment("b-connection=7", 2, 1, 2)),
-            ["pool"],
-            "half rolled"
-        );
-        assert_eq!(
-            rolling(deployment("b-connection=7", 2, 2, 3)),
-            ["pool"],
-            "old pod left"
-        );
-        assert_eq!(
-            rolling(deployment("other-connection=1,x=2", 2, 0, 2)),
+            rolling(&current, &[pod("done", "b-connection=6", "Succeeded")]),
             Vec::<String>::new(),
-            "reads another Secret"
+            "finished"
+        );
+        assert_eq!(
+            rolling(
+                &[deployment("other-connection=1,x=2")],
+                &[
+                    pod("other", "other-connection=1", "Running"),
+                    pod("plain", "", "Running")
+                ]
+            ),
+            Vec::<String>::new(),
+            "reads another Secret, or none"
         );
     }
 }
