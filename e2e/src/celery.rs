@@ -115,14 +115,21 @@ impl Drop for CeleryWorker {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let stopped = (0..50).any(|_| {
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            exited
+        });
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A failed test's worker log stays for the diagnosis; a passing one's goes.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

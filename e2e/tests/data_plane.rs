@@ -40,8 +40,11 @@ fn start_with_rendered_conf(spec: &RedisCacheSpec, password: Option<&str>) -> Re
     let conf = config_map::render_redis_conf(&settings::resolve(spec).expect("valid spec"));
     // Port and dir are overridden on the command line, which the pod does the same way for
     // --requirepass.
-    let (_, path) = write_host_conf(&conf);
-    RedisServer::start(Some(&path), password, &[])
+    let (dir, path) = write_host_conf(&conf);
+    let redis = RedisServer::start(Some(&path), password, &[]);
+    // Loaded: the server keeps its data in a directory of its own.
+    let _ = std::fs::remove_dir_all(dir);
+    redis
 }
 
 #[test]
