@@ -51,8 +51,8 @@ pub(super) async fn query<T: redis::FromRedisValue>(
 ) -> Result<T, BrokerError> {
     let url = BrokerUrl::new(base_url(host, port, password));
     let ask = async {
-        let client = redis::Client::open(url.expose()).map_err(|_| BrokerError::InvalidUrl)?;
-        let mut conn = client
+        let mut conn = crate::broker::client(&url)
+            .await?
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| BrokerError::Connect(BrokerError::describe(&e)))?;
