@@ -3,16 +3,17 @@
 //! one is gone, each reconcile takes one step:
 //! 1. every server (the Redis pods and the Sentinels) is made to accept the new password as
 //!    well as the old (`ACL SETUSER default >new`);
-//! 2. once all do, clients move: the connection Secret gets the new password, and the
-//!    WorkerPools that read it roll to it;
+//! 2. once all do, and the status shows the rotation (so that it is still known to go on
+//!    once both Secrets hold the same password), clients move: the connection Secret gets
+//!    the new password, and the WorkerPools that read it roll to it;
 //! 3. once those have rolled, each server authenticates its own links with the new password
 //!    (`masterauth`, the Sentinels' `auth-pass` and `sentinel-pass`) and drops every other
 //!    (`ACL SETUSER default resetpass >new`).
 //!
 //! Connections authenticated before keep working through all of it. A server that starts
 //! during a rotation accepts both passwords from its environment (see the start scripts),
-//! so a pod lost mid-way does not stop it. The state lives in the servers' ACLs and the
-//! connection Secret, never in the operator.
+//! so a pod lost mid-way does not stop it. The state lives in the servers' ACLs, the
+//! connection Secret and the `PasswordRotated` condition, never in the operator.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +97,9 @@ enum Step {
     Unreachable(Vec<String>),
     /// These servers do not accept the wanted password yet.
     Accept(Vec<Server>),
+    /// Every server accepts it, but the object shows no rotation yet: status records it
+    /// first, so that a reconcile failing after the clients moved still finds it going on.
+    Record,
     /// Every server accepts it: clients may move to it.
     MoveClients,
     /// These Deployments and pods still run, or would start, with the old password.
@@ -105,11 +109,12 @@ enum Step {
 }
 
 /// What to do, given the password hashes each server accepts (None: it did not answer),
-/// whether clients were given the wanted password, and the client Deployments not rolled to
-/// it yet.
+/// whether clients were given the wanted password, whether the object's status shows this
+/// rotation, and the client Deployments not rolled to it yet.
 fn next(
     wanted: &str,
     clients_given_it: bool,
+    recorded: bool,
     accepted: &[(Server, Option<Vec<String>>)],
     rolling: Vec<String>,
 ) -> Step {
@@ -130,10 +135,10 @@ fn next(
             .filter(|(_, h)| !h.contains(&wanted))
             .map(|(s, _)| s.clone())
             .collect();
-        return if missing.is_empty() {
-            Step::MoveClients
-        } else {
-            Step::Accept(missing)
+        return match (missing.is_empty(), recorded) {
+            (false, _) => Step::Accept(missing),
+            (true, false) => Step::Record,
+            (true, true) => Step::MoveClients,
         };
     }
     if hashes.clone().all(|(_, h)| h == [wanted.clone()]) {
@@ -167,6 +172,11 @@ fn condition(step: &Step) -> Observed {
                 "rotating the password: {} accept the new one next to the old",
                 names(&servers.iter().map(|s| s.pod.clone()).collect::<Vec<_>>())
             ),
+        ),
+        Step::Record => (
+            false,
+            "AcceptedEverywhere",
+            "rotating the password: every server accepts both; the connection Secret moves once this is recorded".to_string(),
         ),
         Step::MoveClients => (
             false,
@@ -377,7 +387,8 @@ pub(crate) async fn rotate(
         }
         _ => Vec::new(),
     };
-    let step = next(wanted, in_use == wanted, &accepted, rolling);
+    let recorded = previous.is_some_and(|c| c.status != "True");
+    let step = next(wanted, in_use == wanted, recorded, &accepted, rolling);
     let servers: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
     let mut client_password = in_use.clone();
     let done = match &step {
@@ -428,6 +439,7 @@ pub(crate) async fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::conditions::Status;
     use k8s_openapi::api::apps::v1::DeploymentSpec;
     use k8s_openapi::api::core::v1::{PodStatus, PodTemplateSpec};
 
@@ -478,7 +490,7 @@ mod tests {
     #[test]
     fn a_rotation_accepts_the_new_password_everywhere_before_clients_get_it() {
         let some = [acl("b-0", &["old", "new"]), acl("b-1", &["old"])];
-        match next("new", false, &some, Vec::new()) {
+        match next("new", false, true, &some, Vec::new()) {
             Step::Accept(missing) => {
                 assert_eq!(
                     missing.iter().map(|s| s.pod.as_str()).collect::<Vec<_>>(),
@@ -488,19 +500,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let all = [acl("b-0", &["old", "new"]), acl("b-1", &["new", "old"])];
-        assert_eq!(next("new", false, &all, Vec::new()), Step::MoveClients);
+        assert_eq!(
+            next("new", false, true, &all, Vec::new()),
+            Step::MoveClients
+        );
+    }
+
+    #[test]
+    fn clients_move_only_once_the_rotation_is_recorded_in_status() {
+        // Otherwise a reconcile failing after the move would leave both Secrets equal and no
+        // condition: nothing would tell that the servers still accept the old password.
+        let all = [acl("b-0", &["old", "new"]), acl("b-1", &["new", "old"])];
+        assert_eq!(next("new", false, false, &all, Vec::new()), Step::Record);
+        assert_eq!(condition(&Step::Record).status, Status::False);
     }
 
     #[test]
     fn the_old_password_goes_only_once_the_clients_rolled() {
         let both = [acl("b-0", &["old", "new"]), acl("b-1", &["old", "new"])];
         assert_eq!(
-            next("new", true, &both, vec!["pool".into()]),
+            next("new", true, true, &both, vec!["pool".into()]),
             Step::WaitForClients(vec!["pool".into()])
         );
-        assert_eq!(next("new", true, &both, Vec::new()), Step::DropOld);
+        assert_eq!(next("new", true, true, &both, Vec::new()), Step::DropOld);
         let only = [acl("b-0", &["new"]), acl("b-1", &["new"])];
-        assert_eq!(next("new", true, &only, vec!["pool".into()]), Step::Done);
+        assert_eq!(
+            next("new", true, true, &only, vec!["pool".into()]),
+            Step::Done
+        );
     }
 
     #[test]
@@ -508,7 +535,7 @@ mod tests {
         let mut some = vec![acl("b-0", &["old", "new"])];
         some.push((acl("b-1", &[]).0, None));
         assert_eq!(
-            next("new", true, &some, Vec::new()),
+            next("new", true, true, &some, Vec::new()),
             Step::Unreachable(vec!["b-1".into()])
         );
     }
