@@ -353,7 +353,10 @@ pub(crate) async fn rotate(
         .and_then(|s| secrets::secret_value(s, secrets::PASSWORD_KEY))
         .unwrap_or_else(|| wanted.to_string());
     let previous = rc.conditions().iter().find(|c| c.type_ == ROTATED);
-    if in_use == wanted && previous.is_none_or(|c| c.status == "True") {
+    // A rotation shown going on: with both Secrets equal, the only sign the old password
+    // may still be accepted.
+    let recorded = previous.is_some_and(|c| c.status != "True");
+    if in_use == wanted && !recorded {
         let done = previous.map(|_| condition(&Step::Done));
         return Ok((in_use, done));
     }
@@ -387,7 +390,6 @@ pub(crate) async fn rotate(
         }
         _ => Vec::new(),
     };
-    let recorded = previous.is_some_and(|c| c.status != "True");
     let step = next(wanted, in_use == wanted, recorded, &accepted, rolling);
     let servers: Vec<_> = accepted.into_iter().map(|(s, _)| s).collect();
     let mut client_password = in_use.clone();
